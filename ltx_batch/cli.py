@@ -1,0 +1,121 @@
+"""The ``ltx-batch`` command.
+
+Exit codes (DESIGN.md): 0 every row ok or skipped; 3 some rows failed; 2 invalid job, manifest or request
+(nothing rendered); 1 infrastructure failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+
+from .spec import SpecError
+
+EXIT_OK, EXIT_INFRA, EXIT_INVALID, EXIT_FAILED_ROWS = 0, 1, 2, 3
+
+
+def _job_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", help="job spec (YAML or JSON)")
+    p.add_argument("--input", help="manifest URL (overrides the job's input)")
+    p.add_argument("--output", help="output URL (overrides the job's output)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a job key, e.g. --set recipe.num_inference_steps=8")  # fmt: skip
+
+
+def _load(args):
+    from .job import load_job
+
+    return load_job(args.job, sets=args.sets, input=args.input, output=args.output)
+
+
+def parse_condition(text: str) -> dict:
+    """``URI@FRAME[:STRENGTH]``, split at the last ``@``."""
+    uri, sep, spec = text.rpartition("@")
+    if not sep or not uri:
+        raise SpecError(f"--condition {text!r}: expected URI@FRAME[:STRENGTH]")
+    frame, _, strength = spec.partition(":")
+    try:
+        return {"uri": uri, "frame_index": int(frame), "strength": float(strength) if strength else 1.0}
+    except ValueError:
+        raise SpecError(f"--condition {text!r}: FRAME must be an integer and STRENGTH a number") from None
+
+
+def cmd_render(args) -> int:
+    from .render import render_one
+
+    job = _load(args)
+    request = {"prompt": args.prompt}
+    for key in ("seed", "width", "height", "num_frames", "negative_prompt"):
+        value = getattr(args, key)
+        if value is not None:
+            request[key] = value
+    request["conditions"] = [parse_condition(c) for c in args.condition]
+    request["id"] = args.id or "render-" + hashlib.sha256(
+        json.dumps(request, sort_keys=True).encode()
+    ).hexdigest()[:12]
+    result = render_one(job, request)
+    if result.error_stage == "validate":
+        print(f"invalid request: {result.error}", file=sys.stderr)
+        return EXIT_INVALID
+    if not result.ok:
+        print(f"row {result.id} failed in {result.error_stage}: {result.error}", file=sys.stderr)
+        return EXIT_FAILED_ROWS
+    total = sum(result.seconds.values())
+    for kind, key in result.outputs.items():
+        print(f"{kind}: {job.output.rstrip('/')}/{key}")
+    print(f"rendered {result.id} (seed {result.seed}) in {total:.1f}s")
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    job = _load(args)
+    print(json.dumps(job.to_dict(), indent=2, default=str))
+    print(f"job {job.name!r} is valid", file=sys.stderr)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ltx-batch", description="Batch video rendering with LTX-Video.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("render", help="render one prompt in-process (no Ray)")
+    _job_args(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--id")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--num-frames", dest="num_frames", type=int)
+    p.add_argument("--negative-prompt", dest="negative_prompt")
+    p.add_argument("--condition", action="append", default=[], metavar="URI@FRAME[:STRENGTH]")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("validate", help="check a job spec (renders nothing)")
+    _job_args(p)
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    from .stages.base import StageSetupError
+    from .weights.strict import CheckpointError
+
+    try:
+        return args.func(args)
+    except (SpecError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    except (StageSetupError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INFRA
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""MP4 encoding (H.264, yuv420p) through the ffmpeg binary that imageio-ffmpeg ships, and reading back.
+
+Frames are quantised as diffusers' ``output_type="pil"`` does: ``round(x * 255)`` of values in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+
+def quantize(frames: np.ndarray) -> np.ndarray:
+    """float (F, H, W, 3) in [0, 1] -> uint8, as diffusers' numpy_to_pil."""
+    return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def encode_mp4(frames: np.ndarray, frame_rate: float, *, crf: int = 18) -> bytes:
+    """uint8 or float frames (F, H, W, 3) -> MP4 bytes at ``frame_rate``."""
+    import imageio_ffmpeg
+
+    if frames.dtype != np.uint8:
+        frames = quantize(frames)
+    f, h, w, c = frames.shape
+    if c != 3 or h % 2 or w % 2:
+        raise ValueError(f"encode_mp4: need (F, H, W, 3) frames with even H and W, got {frames.shape}")
+    fd, path = tempfile.mkstemp(suffix=".mp4")
+    os.close(fd)
+    try:
+        writer = imageio_ffmpeg.write_frames(
+            path, (w, h), fps=frame_rate, codec="libx264", pix_fmt_out="yuv420p", quality=None,
+            output_params=["-crf", str(crf), "-preset", "medium", "-movflags", "+faststart"],
+            macro_block_size=1, ffmpeg_log_level="error",
+        )  # fmt: skip
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        with open(path, "rb") as fh:
+            return fh.read()
+    finally:
+        os.unlink(path)
+
+
+def read_video(path: str) -> tuple[np.ndarray, dict]:
+    """A video file -> (uint8 frames (F, H, W, 3), ffmpeg's metadata incl. ``fps`` and ``size``)."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
+    meta = next(reader)
+    w, h = meta["size"]
+    frames = [np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3) for buf in reader]
+    return (np.stack(frames) if frames else np.zeros((0, h, w, 3), np.uint8)), meta

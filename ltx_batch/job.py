@@ -1,0 +1,265 @@
+"""The job spec: YAML/JSON in, frozen dataclasses out (the contract in DESIGN.md).
+
+``load_job`` resolves a spec completely before anything runs: preset defaults, recipe defaults per
+pipeline (diffusers' ``__call__`` defaults), ``--set`` overrides, ``--input`` / ``--output``. Unknown keys and
+wrong types are errors that name the key; relative paths resolve against the current directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .spec import SpecError, merge, parse_dataclass, set_path
+from .weights.presets import get_preset
+
+STAGES = ("text_encode", "base_sample", "latent_upsample", "refine", "decode")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoraSpec:
+    path: str  # hub id, folder or .safetensors file
+    scale: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSpec:
+    preset: str | None = None  # a name from weights/presets.py
+    checkpoint: str | None = None  # hub repo id | diffusers-layout folder | single .safetensors | fsspec URL
+    upsampler: str | None = None  # set => multi-scale; "none" disables a preset's upsampler
+    text_encoder: str | None = None  # folder/hub repo with text_encoder/ + tokenizer/, or a T5 model itself
+    vae: str | None = None  # VAE override
+    loras: tuple[LoraSpec, ...] = ()
+    weight_dtype: str | None = None  # storage dtype for linear weights, e.g. float8_e4m3fn
+    dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"  # compute dtype
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RefineRecipe:
+    num_inference_steps: int = 10
+    timesteps: tuple[float, ...] | None = None  # overrides num_inference_steps
+    denoise_strength: float = 0.4
+    guidance_scale: float = 1.0
+    guidance_rescale: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.denoise_strength < 1.0:
+            raise SpecError(
+                f"recipe.multiscale.refine.denoise_strength must be in (0, 1), got {self.denoise_strength} "
+                "(1 would discard the upsampled latents)"
+            )
+        _check_steps("recipe.multiscale.refine", self.num_inference_steps, self.timesteps)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MultiscaleRecipe:
+    downscale: float = 0.6667  # base pass at this fraction of the target, rounded down to multiples of 32
+    adain_factor: float = 0.0
+    tone_map_compression_ratio: float = 0.0
+    refine: RefineRecipe = field(default_factory=RefineRecipe)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.downscale <= 1.0:
+            raise SpecError(f"recipe.multiscale.downscale must be in (0, 1], got {self.downscale}")
+        if not 0.0 <= self.tone_map_compression_ratio <= 1.0:
+            raise SpecError(
+                f"recipe.multiscale.tone_map_compression_ratio must be in [0, 1], got {self.tone_map_compression_ratio}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Recipe:
+    pipeline: Literal["condition", "base"] = "condition"
+    num_inference_steps: int = 50
+    timesteps: tuple[float, ...] | None = None
+    guidance_scale: float = 3.0  # <= 1 skips the unconditional pass
+    guidance_rescale: float = 0.0
+    image_cond_noise_scale: float = 0.15
+    decode_timestep: float = 0.0
+    decode_noise_scale: float | None = None  # None: decode_timestep, as diffusers
+    max_sequence_length: int = 256  # condition pipeline 256, base pipeline 128 (diffusers' defaults)
+    frame_rate: float = 25.0
+    multiscale: MultiscaleRecipe = field(default_factory=MultiscaleRecipe)
+
+    def __post_init__(self) -> None:
+        _check_steps("recipe", self.num_inference_steps, self.timesteps)
+        if self.guidance_scale < 0:
+            raise SpecError(f"recipe.guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.max_sequence_length < 1:
+            raise SpecError(f"recipe.max_sequence_length must be >= 1, got {self.max_sequence_length}")
+        if self.frame_rate <= 0:
+            raise SpecError(f"recipe.frame_rate must be > 0, got {self.frame_rate}")
+
+
+def _check_steps(where: str, steps: int, timesteps) -> None:
+    if steps < 1:
+        raise SpecError(f"{where}.num_inference_steps must be >= 1, got {steps}")
+    if timesteps is not None:
+        if not timesteps:
+            raise SpecError(f"{where}.timesteps must not be empty")
+        if any(b >= a for a, b in zip(timesteps, timesteps[1:])):
+            raise SpecError(f"{where}.timesteps must be strictly decreasing, got {list(timesteps)}")
+        if not all(0 <= t <= 1000 for t in timesteps):
+            raise SpecError(f"{where}.timesteps must lie in [0, 1000], got {list(timesteps)}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RowDefaults:
+    width: int = 768
+    height: int = 512
+    num_frames: int = 121
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PoolSpec:
+    num_gpus: float | None = None  # None: derived from the cluster (0 on a CPU-only cluster)
+    num_cpus: float | None = None
+    concurrency: int | tuple[int, ...] | None = None  # n, or [min, max]
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise SpecError(f"pools.*.batch_size must be >= 1, got {self.batch_size}")
+        if isinstance(self.concurrency, tuple) and (len(self.concurrency) != 2 or self.concurrency[0] > self.concurrency[1]):
+            raise SpecError(f"pools.*.concurrency must be n or [min, max], got {list(self.concurrency)}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FusionSpec:
+    base_refine: bool = False  # base sample + latent upsample + refine in one actor (one transformer copy)
+    refine_decode: bool = False  # refine + decode in one actor (no hop for the final latents)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PoolsSpec:
+    text_encode: PoolSpec = field(default_factory=PoolSpec)
+    base_sample: PoolSpec = field(default_factory=PoolSpec)
+    latent_upsample: PoolSpec = field(default_factory=PoolSpec)
+    refine: PoolSpec = field(default_factory=PoolSpec)
+    decode: PoolSpec = field(default_factory=PoolSpec)
+    fusion: FusionSpec = field(default_factory=FusionSpec)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Job:
+    name: str = "job"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    recipe: Recipe = field(default_factory=Recipe)
+    defaults: RowDefaults = field(default_factory=RowDefaults)
+    input: str | None = None
+    output: str = "outputs/job"
+    save: tuple[Literal["mp4", "latents", "frames"], ...] = ("mp4",)
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    pools: PoolsSpec = field(default_factory=PoolsSpec)
+
+    @property
+    def multiscale(self) -> bool:
+        return self.model.upsampler is not None
+
+    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        """The resolved job as plain data; storage options (credentials) removed unless ``redact=False``."""
+        data = asdict(self)
+        if redact:
+            data["storage_options"] = {k: "<redacted>" for k in self.storage_options}
+        return data
+
+
+def _read_spec(source: str | os.PathLike | dict) -> dict:
+    if isinstance(source, dict):
+        return source
+    path = Path(source)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"job file {str(path)!r}: {e.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise SpecError(f"job file {str(path)!r} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"job file {str(path)!r}: expected a mapping at the top level")
+    return data
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {item!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw)  # numbers, booleans, null and lists as YAML reads them
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _local_path(value: str | None) -> str | None:
+    if value is None or "://" in value:
+        return value
+    return str(Path(value).expanduser().resolve())
+
+
+def pipeline_default(checkpoint: str) -> str:
+    """``base`` for a checkpoint whose scheduler uses dynamic shifting (0.9.0/0.9.1), else ``condition``."""
+    from .weights.checkpoint import open_checkpoint
+
+    return "base" if open_checkpoint(checkpoint).scheduler_config().use_dynamic_shifting else "condition"
+
+
+def load_job(
+    source: str | os.PathLike | dict,
+    *,
+    sets: list[str] = (),
+    input: str | None = None,
+    output: str | None = None,
+) -> Job:
+    """Parse and fully resolve a job spec. Raises ``SpecError`` naming the bad key."""
+    data = _read_spec(source)
+    for item in sets:
+        key, value = _parse_set(item)
+        data = set_path(data, key, value)
+    if input is not None:
+        data = {**data, "input": input}
+    if output is not None:
+        data = {**data, "output": output}
+
+    model = parse_dataclass(ModelSpec, data.get("model"), "model")
+    raw_recipe = data.get("recipe") or {}
+    if not isinstance(raw_recipe, dict):
+        raise SpecError(f"recipe: expected a mapping, got {raw_recipe!r}")
+    preset_recipe: dict = {}
+    preset_defaults: dict = {}
+    checkpoint, upsampler = model.checkpoint, model.upsampler
+    if model.preset is not None:
+        preset = get_preset(model.preset)
+        preset_recipe, preset_defaults = preset.recipe, preset.defaults
+        checkpoint = checkpoint or preset.checkpoint
+        upsampler = upsampler or preset.upsampler
+    if checkpoint is None:
+        raise SpecError("model: set model.preset or model.checkpoint")
+    if upsampler is not None and upsampler.lower() == "none":
+        upsampler = None
+    recipe = merge(preset_recipe, raw_recipe)
+    if upsampler is None:  # single-scale: a preset's multi-scale settings do not apply
+        recipe = {k: v for k, v in recipe.items() if k != "multiscale" or k in raw_recipe}
+    pipeline = recipe.get("pipeline") or pipeline_default(checkpoint)
+    base_defaults = {"pipeline": pipeline}
+    if pipeline == "base":  # LTXPipeline's __call__ defaults differ from LTXConditionPipeline's
+        base_defaults["max_sequence_length"] = 128
+    recipe = merge(base_defaults, recipe)
+
+    resolved = {
+        **data,
+        "model": {**(data.get("model") or {}), "checkpoint": _local_path(checkpoint) if Path(checkpoint).exists() else checkpoint,
+                  "upsampler": upsampler},
+        "recipe": recipe,
+        "defaults": merge(preset_defaults, data.get("defaults") or {}),
+    }
+    resolved["input"] = _local_path(resolved.get("input"))
+    resolved["output"] = _local_path(resolved.get("output", "outputs/" + str(resolved.get("name", "job"))))
+    return parse_dataclass(Job, resolved, "")

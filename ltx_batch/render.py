@@ -1,0 +1,76 @@
+"""One row, in this process, without Ray: ``ltx-batch render`` and ``render_one``.
+
+The same stage classes as the Ray pipeline run one after the other on a single record, so a row renders
+the same here as in ``ltx-batch run``. Models stay cached in the process between calls.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .fingerprint import fingerprint, model_identity
+from .io.rows import RowError, validate_row
+from .job import Job
+from .stages.decode import DecodeStage
+from .stages.records import alive, new_record
+from .stages.sample import BaseSampleStage, RefineStage
+from .stages.text_encode import TextEncodeStage
+from .stages.upsample import LatentUpsampleStage
+
+
+@dataclass
+class RenderResult:
+    id: str
+    status: str  # ok | failed
+    seed: int | None = None
+    error_stage: str = ""
+    error: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)  # kind -> key under the job's output
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def stages_for(job: Job) -> list:
+    stages = [TextEncodeStage(job), BaseSampleStage(job)]
+    if job.multiscale:
+        stages += [LatentUpsampleStage(job), RefineStage(job)]
+    return stages + [DecodeStage(job)]
+
+
+class Renderer:
+    """Keeps the stage instances (and so the loaded models) for several rows of one job."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.stages = stages_for(job)
+        self._model = None
+
+    def render(self, request: dict[str, Any]) -> RenderResult:
+        """Render one manifest-style row (``id`` and ``prompt`` required; other columns optional)."""
+        job = self.job
+        defaults = {"width": job.defaults.width, "height": job.defaults.height, "num_frames": job.defaults.num_frames}
+        try:
+            row = validate_row(request, defaults=defaults, frame_rate=job.recipe.frame_rate)
+        except RowError as e:
+            return RenderResult(id=str(request.get("id")), status="failed", error_stage="validate", error=str(e))
+        if self._model is None:
+            self._model = model_identity(job)
+        record = new_record(row, fingerprint(job, row, self._model))
+        records = [record]
+        for stage in self.stages:
+            records = stage(records)
+        record = records[0]
+        return RenderResult(
+            id=row.id, status="ok" if alive(record) else "failed", seed=row.seed,
+            error_stage=record["error_stage"], error=record["error"],
+            outputs=json.loads(record["outputs"]), seconds=json.loads(record["timings"]),
+        )  # fmt: skip
+
+
+def render_one(job: Job, request: dict[str, Any]) -> RenderResult:
+    return Renderer(job).render(request)

@@ -1,0 +1,142 @@
+"""The stage contract: a callable class that Ray runs as an actor pool, or that runs in-process.
+
+- The constructor is cheap (it runs on the driver and is pickled to the actors): it keeps the job only.
+- ``setup()`` loads weights, on the actor, on first use.
+- ``__call__(batch)`` takes a Ray Data numpy batch (dict of column arrays) or a list of records, and returns
+  the same kind. Rows that already failed pass through untouched. Live rows are grouped (``group``) and
+  each group is processed together (``process``); when a group raises, its rows are retried one at a time,
+  so one bad row (or an out-of-memory on a large batch) fails only itself, with this stage's name and the
+  message. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..job import Job
+from .records import add_timing, alive
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class StageError(RuntimeError):
+    """A failure attributed to a named step inside a stage (the decode stage's ``write``)."""
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(message)
+        self.stage = stage
+
+
+class StageSetupError(RuntimeError):
+    """A stage could not load its models: an infrastructure failure (exit 1), not a row's fault."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("model.device is cuda but no CUDA device is visible to this process")
+    return torch.device(name)
+
+
+def to_records(batch: dict[str, np.ndarray] | list[dict]) -> list[dict[str, Any]]:
+    if isinstance(batch, list):
+        return batch
+    columns = list(batch)
+    n = len(batch[columns[0]]) if columns else 0
+    return [{c: _plain(batch[c][i]) for c in columns} for i in range(n)]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def to_batch(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    out = {}
+    for c in records[0] if records else ():
+        values = [r[c] for r in records]
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+        out[c] = arr
+    return out
+
+
+class Stage:
+    """Base class; subclasses set ``name`` (the ``error_stage`` value) and implement ``setup``/``process``."""
+
+    name: ClassVar[str] = "stage"
+    inputs: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, job: Job):
+        self.job = job
+        self._ready = False
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.job.model.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.job.model.dtype]
+
+    def setup(self) -> None:
+        """Load weights (on the actor). Called once, before the first batch."""
+
+    def group(self, records: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+        """Groups of rows processed together; default: one row at a time."""
+        return [[r] for r in records]
+
+    def process(self, records: list[dict[str, Any]]) -> None:
+        """Fill this stage's output columns of ``records`` in place; raise to fail them."""
+        raise NotImplementedError
+
+    def __call__(self, batch):
+        records = to_records(batch)
+        live = [r for r in records if alive(r)]
+        if live:
+            if not self._ready:
+                try:
+                    self.setup()
+                except Exception as e:
+                    raise StageSetupError(f"stage {self.name} cannot start: {type(e).__name__}: {e}") from e
+                self._ready = True
+            for group in self.group(live):
+                self._run_group(group)
+        return records if isinstance(batch, list) else to_batch(records)
+
+    def _run_group(self, group: list[dict[str, Any]]) -> None:
+        start = time.perf_counter()
+        try:
+            self.process(group)
+        except Exception as e:  # noqa: BLE001 - isolation is the point: the error is recorded per row
+            if len(group) == 1:
+                self._fail(group[0], e)
+            else:
+                log.warning("%s: batch of %d failed (%s); retrying rows one at a time", self.name, len(group), e)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                for record in group:
+                    self._run_group([record])
+                return
+        elapsed = (time.perf_counter() - start) / len(group)
+        for record in group:
+            add_timing(record, self.name, elapsed)
+
+    def _fail(self, record: dict[str, Any], error: Exception) -> None:
+        log.debug("%s failed row %s:\n%s", self.name, record.get("id"), traceback.format_exc())
+        record["error_stage"] = getattr(error, "stage", None) or self.name
+        record["error"] = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
+        for column in self.outputs:
+            record[column] = b""

@@ -1,0 +1,59 @@
+"""Stage 5, decode + write: latents -> frames -> resize -> MP4 (and latents/frames files) -> metadata.
+
+Columns in: ``row``, ``latents``, ``generator``, ``fingerprint``, ``timings``. Columns out: ``outputs`` (JSON of
+the written paths). The decode noise continues the last pass's generator (its state travelled with the row);
+the 0.9.1 decoder's noise injection draws from a generator seeded with the row's seed. Frames never leave
+this stage: they are encoded and written here. A failure while writing is reported as ``write``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ..fingerprint import model_identity
+from ..io.media import resize_frames
+from ..io.outputs import write_outputs
+from ..io.storage import Storage
+from ..sampling.decode import decode_frames
+from . import models
+from .base import Stage, StageError
+from .records import GENERATOR, LATENTS, restore_generator, row_of, unpack_tensors
+from .sample import pass_size
+
+
+class DecodeStage(Stage):
+    name = "decode"
+    inputs = ("row", LATENTS, GENERATOR)
+    outputs = ("outputs",)
+
+    def setup(self) -> None:
+        self.vae = models.load(self.job, "vae", dtype=self.dtype, device=self.device)
+        self.storage = Storage(self.job.output, self.job.storage_options)
+        self.model = model_identity(self.job)
+
+    def process(self, records) -> None:
+        for record in records:
+            self._one(record)
+
+    def _one(self, record) -> None:
+        row = row_of(record)
+        recipe = self.job.recipe
+        latents = unpack_tensors(record[LATENTS])["latents"]
+        frames = decode_frames(
+            self.vae, latents, [restore_generator(record[GENERATOR])], decode_timestep=recipe.decode_timestep,
+            decode_noise_scale=recipe.decode_noise_scale, dtype=self.dtype,
+            injection_generators=[torch.Generator().manual_seed(row.seed)],
+        )[0].numpy()  # fmt: skip
+        frames = resize_frames(frames, row.width, row.height)
+        sizes = {"base": list(pass_size(self.job, row, refine=False))}
+        if self.job.multiscale:
+            sizes["refine"] = list(pass_size(self.job, row, refine=True))
+        try:
+            meta = write_outputs(self.storage, self.job, row, frames=frames, latents=latents,
+                                 fingerprint=record["fingerprint"], model=self.model,
+                                 timings=json.loads(record["timings"]), pass_sizes=sizes)  # fmt: skip
+        except Exception as e:  # noqa: BLE001
+            raise StageError("write", f"{type(e).__name__}: {e}") from e
+        record["outputs"] = json.dumps({k: v["path"] for k, v in meta["outputs"].items()})

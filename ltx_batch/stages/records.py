@@ -1,0 +1,86 @@
+"""The record a row travels as between stages, and tensor columns as bytes.
+
+A record is a flat dict of plain values (Ray Data batches it into columns):
+
+- ``id`` (str), ``row`` (JSON of the validated row, pass-through columns included), ``fingerprint`` (str)
+- ``error_stage`` / ``error`` (str; empty while the row is alive; set once, then later stages pass it through)
+- ``attempts`` (int), ``timings`` (JSON {stage: seconds}), ``outputs`` (JSON {kind: path}, set by decode)
+- tensor columns, each a safetensors blob (bytes): ``text`` (embeddings and masks), ``latents``;
+  ``generator`` holds the pass generator's state (``torch.Generator.get_state()``), so the random stream
+  continues exactly in the next actor.
+
+Blobs keep bfloat16 intact (numpy has no bfloat16) and are a few MB per video; decoded frames never travel.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..io.rows import ConditionSpec, Row
+
+TEXT, LATENTS, GENERATOR = "text", "latents", "generator"
+
+
+def pack_tensors(tensors: dict[str, torch.Tensor]) -> bytes:
+    return st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+
+
+def unpack_tensors(blob: bytes) -> dict[str, torch.Tensor]:
+    return st_load(bytes(blob))
+
+
+def generator_state(generator: torch.Generator) -> bytes:
+    return generator.get_state().numpy().tobytes()
+
+
+def restore_generator(state: bytes) -> torch.Generator:
+    generator = torch.Generator()
+    generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    return generator
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def new_record(row: Row, fingerprint: str) -> dict[str, Any]:
+    data = {**row.as_dict(), "extra": row.extra}
+    return {
+        "id": row.id, "row": json.dumps(data, default=_jsonable), "fingerprint": fingerprint,
+        "error_stage": "", "error": "", "attempts": 0, "timings": "{}",
+        TEXT: b"", LATENTS: b"", GENERATOR: b"", "outputs": "{}",
+    }  # fmt: skip
+
+
+def failed_record(row_id: str, raw: dict, stage: str, error: str) -> dict[str, Any]:
+    """A row that failed before it became a ``Row`` (validation): it still yields a result."""
+    rec = {"id": str(row_id), "row": json.dumps({"id": str(row_id), "extra": {}}, default=_jsonable),
+           "fingerprint": "", "error_stage": stage, "error": error, "attempts": 0, "timings": "{}",
+           TEXT: b"", LATENTS: b"", GENERATOR: b"", "outputs": "{}"}  # fmt: skip
+    return rec
+
+
+def row_of(record: dict[str, Any]) -> Row:
+    data = json.loads(record["row"])
+    conditions = tuple(ConditionSpec(c["uri"], c["frame_index"], c["strength"]) for c in data.pop("conditions"))
+    extra = data.pop("extra")
+    return Row(**data, conditions=conditions, extra=extra)
+
+
+def add_timing(record: dict[str, Any], stage: str, seconds: float) -> None:
+    timings = json.loads(record["timings"])
+    timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
+    record["timings"] = json.dumps(timings)
+
+
+def alive(record: dict[str, Any]) -> bool:
+    return not record["error_stage"]

@@ -1,0 +1,87 @@
+"""Loading components from a diffusers-layout folder.
+
+Layout (as the Lightricks hub repos ship it)::
+
+    model_index.json
+    transformer/config.json + diffusion_pytorch_model.safetensors  (or sharded: *.safetensors.index.json)
+    vae/...  latent_upsampler/...  (same shape)
+    text_encoder/ + tokenizer/     (transformers' own layout)
+    scheduler/scheduler_config.json
+
+Our module parameter names equal diffusers' keys, so the key map for this format is the identity; loading is
+strict (``strict.load_strict``). Only safetensors are read, never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from .strict import CheckpointError, build_on_meta, load_strict
+
+M = TypeVar("M", bound=nn.Module)
+
+_WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors file(s) of one component folder: a single file or the shards an index lists."""
+    for stem in _WEIGHT_NAMES:
+        single = folder / f"{stem}.safetensors"
+        if single.is_file():
+            return [single]
+        index = folder / f"{stem}.safetensors.index.json"
+        if index.is_file():
+            shards = sorted(set(read_json(index)["weight_map"].values()))
+            files = [folder / s for s in shards]
+            absent = [f.name for f in files if not f.is_file()]
+            if absent:
+                raise CheckpointError(f"{index}: shard(s) missing: {absent}")
+            return files
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        raise CheckpointError(f"{folder}: only pickle weights found; ltx_batch loads safetensors only")
+    raise CheckpointError(f"{folder}: no safetensors weights (expected diffusion_pytorch_model.safetensors)")
+
+
+def read_safetensors(files: list[Path], *, prefix: str = "") -> dict[str, torch.Tensor]:
+    """All tensors of ``files`` whose key starts with ``prefix`` (stripped), on the CPU."""
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt", device="cpu") as fh:
+            for k in fh.keys():
+                if k.startswith(prefix):
+                    name = k[len(prefix):]
+                    if name in state:
+                        raise CheckpointError(f"{f}: key {k} appears in more than one shard")
+                    state[name] = fh.get_tensor(k)
+    return state
+
+
+def load_component(
+    folder: Path,
+    config_cls,
+    model_factory: Callable[[Any], M],
+    *,
+    dtype: torch.dtype | None,
+    device: torch.device | str = "cpu",
+) -> M:
+    """Build ``model_factory(config_cls.from_dict(config.json))`` on meta and load the folder's weights."""
+    folder = Path(folder)
+    config = config_cls.from_dict(read_json(folder / "config.json"))
+    model = build_on_meta(lambda: model_factory(config))
+    load_strict(model, read_safetensors(weight_files(folder)), what=str(folder), dtype=dtype, device=device)
+    return model.eval().requires_grad_(False)

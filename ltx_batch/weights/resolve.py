@@ -1,0 +1,141 @@
+"""Turning a checkpoint reference into a local path, once per node.
+
+A reference is one of:
+- ``ltxv-debug`` / ``ltxv-debug-upsampler``: the tiny random checkpoints, made on first use (``debug.py``);
+- a local folder (diffusers layout) or a local ``.safetensors`` file;
+- an fsspec URL (``s3://bucket/prefix``, ``gs://…``): copied into the node cache;
+- a hub repo id ``org/name`` with an optional ``@revision``: huggingface_hub's snapshot download.
+
+Every download runs under a file lock in the node cache, so the actors of one node fetch a checkpoint once
+while the others wait, and a half-copied folder is never used (copies land in a temporary name first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+DEBUG_NAMES = ("ltxv-debug", "ltxv-debug-upsampler")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+# What a diffusers-layout snapshot needs; skips duplicate weight formats the repos also carry.
+_HUB_PATTERNS = ["*.json", "*/*.json", "*/*.safetensors", "*/*.model", "*/*.txt", "*.safetensors"]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    path: Path  # local folder or file
+    revision: str  # hub commit, or a content digest for local and copied checkpoints; enters the fingerprint
+
+
+def cache_root() -> Path:
+    root = os.environ.get("LTX_BATCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ltx_batch")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def node_lock(name: str) -> FileLock:
+    locks = cache_root() / "locks"
+    locks.mkdir(exist_ok=True)
+    return FileLock(str(locks / (hashlib.sha256(name.encode()).hexdigest()[:16] + ".lock")))
+
+
+def local_digest(path: Path) -> str:
+    """A cheap identity for local checkpoints: names, sizes and config contents (not the weight bytes)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path if path.is_dir() else path.parent)).encode())
+        h.update(str(f.stat().st_size).encode())
+        if f.suffix == ".json":
+            h.update(f.read_bytes())
+    return "local-" + h.hexdigest()[:16]
+
+
+def resolve(ref: str) -> Resolved:
+    """A local path for ``ref`` (see the module docstring). Raises ValueError naming ``ref`` when unusable."""
+    if ref in DEBUG_NAMES:
+        from .debug import ensure_debug_checkpoint
+
+        path = ensure_debug_checkpoint(ref)
+        return Resolved(path, local_digest(path))
+    if "://" in ref and not ref.startswith("file://"):
+        return _from_url(ref)
+    local = Path(ref.removeprefix("file://")).expanduser()
+    if local.exists():
+        return Resolved(local.resolve(), local_digest(local))
+    if _HUB_ID.match(ref) and not ref.startswith((".", "/")):
+        return _from_hub(ref)
+    raise ValueError(f"checkpoint {ref!r}: no such file or folder, and not a hub repo id (org/name[@revision])")
+
+
+def _from_hub(ref: str) -> Resolved:
+    from huggingface_hub import snapshot_download
+
+    repo, _, revision = ref.partition("@")
+    kwargs = {}
+    if repo.count("/") > 1:  # org/name/subfolder.safetensors: one file of a repo
+        parts = repo.split("/")
+        repo, file = "/".join(parts[:2]), "/".join(parts[2:])
+        kwargs["allow_patterns"] = [file]
+    else:
+        kwargs["allow_patterns"] = _HUB_PATTERNS
+    with node_lock("hub:" + ref):
+        folder = snapshot_download(repo, revision=revision or None, **kwargs)
+    path = Path(folder)
+    if "allow_patterns" in kwargs and len(kwargs["allow_patterns"]) == 1:
+        path = path / kwargs["allow_patterns"][0]
+    # snapshot folders are named after the commit hash: the exact revision for the fingerprint
+    return Resolved(path, "hub-" + Path(folder).name)
+
+
+def _from_url(url: str) -> Resolved:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    info = fs.info(root)
+    tag = str(info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("size"))
+    key = hashlib.sha256(f"{url}|{tag}".encode()).hexdigest()[:20]
+    dest = cache_root() / "remote" / key / Path(root.rstrip("/")).name
+    with node_lock("url:" + url):
+        if not dest.exists():
+            tmp = dest.with_name(dest.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            if info["type"] == "directory":
+                fs.get(root.rstrip("/") + "/", str(tmp), recursive=True)
+            else:
+                fs.get(root, str(tmp))
+            tmp.rename(dest)
+    return Resolved(dest, "url-" + key)
+
+
+def revision_of(ref: str) -> str:
+    """A checkpoint's identity for fingerprints, without downloading weights.
+
+    The debug checkpoints are named by their maker's version; local paths by ``local_digest``; hub repos by
+    their commit (one metadata request), falling back to the reference itself when the hub is unreachable.
+    """
+    if ref in DEBUG_NAMES:
+        from .debug import DEBUG_VERSION
+
+        return f"{ref}-v{DEBUG_VERSION}"
+    local = Path(ref.removeprefix("file://")).expanduser()
+    if "://" not in ref or ref.startswith("file://"):
+        if local.exists():
+            return local_digest(local)
+    if "://" in ref:
+        return _from_url(ref).revision
+    repo, _, revision = ref.partition("@")
+    try:
+        from huggingface_hub import HfApi
+
+        return "hub-" + HfApi().model_info("/".join(repo.split("/")[:2]), revision=revision or None).sha
+    except Exception:  # noqa: BLE001 - offline or private: the name still identifies the request
+        return "hub-ref-" + ref
