@@ -55,12 +55,19 @@ class TextEncoder:
         return ids, mask
 
     @torch.inference_mode()
-    def encode(self, prompts: list[str], max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts -> (embeddings (B, L, C) in the encoder's dtype, mask (B, L) bool), L = max_sequence_length."""
+    def encode(
+        self, prompts: list[str], max_sequence_length: int, *, mask_padding: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> (embeddings (B, L, C) in the encoder's dtype, mask (B, L) bool), L = max_sequence_length.
+
+        ``mask_padding=False`` lets T5 attend to the padding tokens, as diffusers' ``LTXPipeline`` (the base
+        pipeline) encodes; the embeddings of the real tokens then depend on the padded length.
+        """
         ids, mask = self.tokenize(prompts, max_sequence_length)
         for p, m in zip(prompts, mask):
             if bool(m[-1]) and len(self.tokenizer(p).input_ids) > max_sequence_length:
                 log.warning("prompt truncated to %d tokens: %.60s...", max_sequence_length, p)
         device = self.device
-        embeds = self.model(ids.to(device), attention_mask=mask.to(device))[0]
+        encoder_mask = mask.to(device) if mask_padding else None
+        embeds = self.model(ids.to(device), attention_mask=encoder_mask)[0]
         return embeds, mask.to(device)

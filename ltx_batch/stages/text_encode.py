@@ -33,10 +33,12 @@ class TextEncodeStage(Stage):
     def process(self, records) -> None:
         rows = [row_of(r) for r in records]
         length = self.job.recipe.max_sequence_length
-        embeds, mask = self.encoder.encode([r.prompt for r in rows], length)
+        # LTXPipeline (base) runs T5 without its attention mask; LTXConditionPipeline masks the padding
+        mask_padding = self.job.recipe.pipeline == "condition"
+        embeds, mask = self.encoder.encode([r.prompt for r in rows], length, mask_padding=mask_padding)
         negative = None
         if self.needs_negative:
-            negative = self.encoder.encode([r.negative_prompt for r in rows], length)
+            negative = self.encoder.encode([r.negative_prompt for r in rows], length, mask_padding=mask_padding)
         for i, record in enumerate(records):
             tensors = {"embeds": embeds[i], "mask": mask[i]}
             if negative is not None:

@@ -38,6 +38,7 @@ VAE = dict(
     decoder_inject_noise=[False] * 4, downsample_type=["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
     upsample_residual=[True] * 3, upsample_factor=[2, 2, 2], timestep_conditioning=True, patch_size=4,
     patch_size_t=1, resnet_norm_eps=1e-6, scaling_factor=1.0, encoder_causal=True, decoder_causal=False,
+    spatial_compression_ratio=32, temporal_compression_ratio=8,  # as the 0.9.5+ configs state them
 )  # fmt: skip
 UPSAMPLER = dict(in_channels=LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1, dims=3,
                  spatial_upsample=True, temporal_upsample=False)  # fmt: skip
