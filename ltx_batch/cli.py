@@ -70,6 +70,47 @@ def cmd_render(args) -> int:
     return EXIT_OK
 
 
+def print_summary(summary) -> None:
+    s = summary
+    print(f"run {s.run_id}: {s.total} rows: {s.ok} ok, {s.failed} failed, {s.skipped} skipped "
+          f"in {s.seconds:.1f}s ({s.videos_per_hour:.1f} videos/hour)")  # fmt: skip
+    if s.stage_seconds:
+        print("  seconds per stage (sum over rows): " + ", ".join(f"{k} {v:.1f}" for k, v in s.stage_seconds.items()))
+    for f in s.failures[:20]:
+        print(f"  failed {f['id']} [{f['error_stage']}]: {f['error']}")
+    if len(s.failures) > 20:
+        print(f"  ... {len(s.failures) - 20} more failures in {s.results_path}")
+    print(f"results: {s.results_path}")
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run_job
+
+    job = _load(args)
+    summary = run_job(job, address=args.address, overwrite=args.overwrite)
+    print_summary(summary)
+    return EXIT_FAILED_ROWS if summary.failed else EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from .io.results import read_results
+    from .io.storage import Storage
+
+    run_id, rows = read_results(Storage(args.output), args.run_id)
+    counts = {k: sum(r["status"] == k for r in rows) for k in ("ok", "failed", "skipped")}
+    print(f"run {run_id}: {len(rows)} rows: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped")
+    totals: dict[str, float] = {}
+    for r in rows:
+        for stage, sec in r["seconds"].items():
+            totals[stage] = totals.get(stage, 0.0) + sec
+    if totals:
+        print("  seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in totals.items()))
+    for r in rows:
+        if r["status"] == "failed":
+            print(f"  failed {r['id']} [{r['error_stage']}]: {r['error']}")
+    return EXIT_FAILED_ROWS if counts["failed"] else EXIT_OK
+
+
 def cmd_validate(args) -> int:
     job = _load(args)
     print(json.dumps(job.to_dict(), indent=2, default=str))
@@ -94,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--condition", action="append", default=[], metavar="URI@FRAME[:STRENGTH]")
     p.set_defaults(func=cmd_render)
 
+    p = sub.add_parser("run", help="render a job's manifest on Ray (a local Ray unless --address/RAY_ADDRESS)")
+    _job_args(p)
+    p.add_argument("--address", help="Ray address (ray://host:10001, or auto); default: RAY_ADDRESS or a local Ray")
+    p.add_argument("--overwrite", action="store_true", help="re-render finished rows whose recipe changed")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="summary of a run's results under OUTPUT")
+    p.add_argument("output", help="the job's output URL")
+    p.add_argument("--run-id", dest="run_id", help="a specific run (default: the latest)")
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser("validate", help="check a job spec (renders nothing)")
     _job_args(p)
     p.set_defaults(func=cmd_validate)
@@ -112,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INVALID
-    except (StageSetupError, OSError) as e:
+    except (StageSetupError, OSError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INFRA
 

@@ -71,7 +71,9 @@ class Storage:
 
     def listdir(self, prefix: str) -> list[str]:
         """Names directly under ``prefix`` (empty when absent)."""
+        path = self.path(prefix)
+        self.fs.invalidate_cache(path)  # fsspec caches listings per instance, and instances are shared
         try:
-            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path(prefix), detail=False))
+            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False))
         except FileNotFoundError:
             return []

@@ -25,6 +25,8 @@ from .records import add_timing, alive
 
 log = logging.getLogger(__name__)
 
+MAX_ATTEMPTS = 3  # tries per row and stage before a row that kills its actor is failed
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -79,8 +81,11 @@ class Stage:
     inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, job: Job):
+    drops: ClassVar[tuple[str, ...]] = ()  # columns blanked after this stage (blobs nobody downstream reads)
+
+    def __init__(self, job: Job, attempts=None):
         self.job = job
+        self.attempts = attempts  # Ray actor counting tries per row (pipeline.AttemptCounter), or None
         self._ready = False
 
     @property
@@ -104,17 +109,48 @@ class Stage:
 
     def __call__(self, batch):
         records = to_records(batch)
-        live = [r for r in records if alive(r)]
+        live = self._admit([r for r in records if alive(r)])
         if live:
-            if not self._ready:
-                try:
-                    self.setup()
-                except Exception as e:
-                    raise StageSetupError(f"stage {self.name} cannot start: {type(e).__name__}: {e}") from e
-                self._ready = True
+            self.ensure_setup()
             for group in self.group(live):
                 self._run_group(group)
+        for record in records:
+            for column in self.drops:
+                record[column] = b""
         return records if isinstance(batch, list) else to_batch(records)
+
+    def ensure_setup(self) -> None:
+        if not self._ready:
+            if self.device.type == "cpu":
+                # actors share the machine's cores: one BLAS pool per actor sized to its CPU share
+                pool = getattr(self.job.pools, self.name, None)
+                threads = int(pool.num_cpus) if pool is not None and pool.num_cpus else 0
+                if threads >= 1:
+                    torch.set_num_threads(threads)
+            try:
+                self.setup()
+            except Exception as e:
+                raise StageSetupError(f"stage {self.name} cannot start: {type(e).__name__}: {e}") from e
+            self._ready = True
+
+    def _admit(self, live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Count this try of each row; a row that already took its actor down too often fails here."""
+        if self.attempts is None or not live:
+            return live
+        import ray
+
+        counts = ray.get(self.attempts.begin.remote(self.name, [r["id"] for r in live]))
+        admitted = []
+        for record in live:
+            n = counts[record["id"]]
+            record["attempts"] = max(int(record.get("attempts") or 0), n)
+            if n > MAX_ATTEMPTS:
+                record["error_stage"] = self.name
+                record["error"] = (f"gave up after {MAX_ATTEMPTS} attempts: the row's worker died each time "
+                                   "(out of memory or a crash in native code)")  # fmt: skip
+            else:
+                admitted.append(record)
+        return admitted
 
     def _run_group(self, group: list[dict[str, Any]]) -> None:
         start = time.perf_counter()

@@ -19,7 +19,7 @@ from ..io.storage import Storage
 from ..sampling.decode import decode_frames
 from . import models
 from .base import Stage, StageError
-from .records import GENERATOR, LATENTS, restore_generator, row_of, unpack_tensors
+from .records import GENERATOR, LATENTS, TEXT, restore_generator, row_of, unpack_tensors
 from .sample import pass_size
 
 
@@ -27,6 +27,7 @@ class DecodeStage(Stage):
     name = "decode"
     inputs = ("row", LATENTS, GENERATOR)
     outputs = ("outputs",)
+    drops = (TEXT, LATENTS, GENERATOR)  # nothing downstream needs the blobs: results stay small
 
     def setup(self) -> None:
         self.vae = models.load(self.job, "vae", dtype=self.dtype, device=self.device)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..sampling.schedules import SchedulerConfig
-from .diffusers_layout import load_component, read_json
+from .diffusers_layout import load_component, read_config
 from .resolve import Resolved, resolve
 from .strict import CheckpointError
 
@@ -40,7 +40,7 @@ class Checkpoint:
         return folder
 
     def scheduler_config(self) -> SchedulerConfig:
-        return SchedulerConfig.from_dict(read_json(self._folder("scheduler") / "scheduler_config.json"))
+        return read_config(self._folder("scheduler") / "scheduler_config.json", SchedulerConfig)
 
     def load_transformer(self, *, dtype: torch.dtype, device: torch.device | str = "cpu"):
         from ..models.transformer import LTXVideoTransformer, TransformerConfig
@@ -72,13 +72,13 @@ class Checkpoint:
     def vae_config(self):
         from ..models.vae import VAEConfig
 
-        return VAEConfig.from_dict(read_json(self._folder("vae") / "config.json"))
+        return read_config(self._folder("vae") / "config.json", VAEConfig)
 
     @cached_property
     def transformer_config(self):
         from ..models.transformer import TransformerConfig
 
-        return TransformerConfig.from_dict(read_json(self._folder("transformer") / "config.json"))
+        return read_config(self._folder("transformer") / "config.json", TransformerConfig)
 
 
 def open_checkpoint(ref: str) -> Checkpoint:

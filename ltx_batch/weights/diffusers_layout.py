@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..models.config import ConfigError
 from .strict import CheckpointError, build_on_meta, load_strict
 
 M = TypeVar("M", bound=nn.Module)
@@ -36,6 +37,14 @@ def read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} not found") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_config(path: Path, config_cls):
+    """``config_cls.from_dict`` of the JSON at ``path``; a config we cannot build is a CheckpointError naming the file."""
+    try:
+        return config_cls.from_dict(read_json(path))
+    except ConfigError as e:  # a loading failure like a bad key: callers catch one error type, and see which file
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -81,7 +90,7 @@ def load_component(
 ) -> M:
     """Build ``model_factory(config_cls.from_dict(config.json))`` on meta and load the folder's weights."""
     folder = Path(folder)
-    config = config_cls.from_dict(read_json(folder / "config.json"))
+    config = read_config(folder / "config.json", config_cls)
     model = build_on_meta(lambda: model_factory(config))
     load_strict(model, read_safetensors(weight_files(folder)), what=str(folder), dtype=dtype, device=device)
     return model.eval().requires_grad_(False)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..spec import SpecError
+
 DISTILLED_BASE_TIMESTEPS = [1000, 993, 987, 981, 975, 909, 725, 0.03]
 DISTILLED_REFINE_TIMESTEPS = [1000, 909, 725, 421, 0]
 UPSCALER_097 = "Lightricks/ltxv-spatial-upscaler-0.9.7"
@@ -93,4 +95,4 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"model.preset: unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None
+        raise SpecError(f"model.preset: unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None

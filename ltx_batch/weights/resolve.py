@@ -21,6 +21,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from .strict import CheckpointError
+
 DEBUG_NAMES = ("ltxv-debug", "ltxv-debug-upsampler")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 # What a diffusers-layout snapshot needs; skips duplicate weight formats the repos also carry.
@@ -59,7 +61,9 @@ def local_digest(path: Path) -> str:
 
 
 def resolve(ref: str) -> Resolved:
-    """A local path for ``ref`` (see the module docstring). Raises ValueError naming ``ref`` when unusable."""
+    """A local path for ``ref`` (see the module docstring). Raises CheckpointError (a ValueError) naming ``ref``."""
+    if not isinstance(ref, str) or not ref.strip():  # Path("") is the current folder: never a checkpoint
+        raise CheckpointError(f"checkpoint {ref!r}: empty reference; name a preset, a folder, a file or a hub repo id")
     if ref in DEBUG_NAMES:
         from .debug import ensure_debug_checkpoint
 
@@ -72,11 +76,12 @@ def resolve(ref: str) -> Resolved:
         return Resolved(local.resolve(), local_digest(local))
     if _HUB_ID.match(ref) and not ref.startswith((".", "/")):
         return _from_hub(ref)
-    raise ValueError(f"checkpoint {ref!r}: no such file or folder, and not a hub repo id (org/name[@revision])")
+    raise CheckpointError(f"checkpoint {ref!r}: no such file or folder, and not a hub repo id (org/name[@revision])")
 
 
 def _from_hub(ref: str) -> Resolved:
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     repo, _, revision = ref.partition("@")
     kwargs = {}
@@ -87,7 +92,15 @@ def _from_hub(ref: str) -> Resolved:
     else:
         kwargs["allow_patterns"] = _HUB_PATTERNS
     with node_lock("hub:" + ref):
-        folder = snapshot_download(repo, revision=revision or None, **kwargs)
+        try:
+            folder = snapshot_download(repo, revision=revision or None, **kwargs)
+        except (RepositoryNotFoundError, RevisionNotFoundError, LocalEntryNotFoundError) as e:
+            # the reference cannot be had (no such repo or revision, or offline and not cached): name it, and say
+            # that it was not found locally either, since a mistyped relative folder also looks like org/name
+            raise CheckpointError(
+                f"checkpoint {ref!r}: no such local file or folder, and hub repo {repo!r}"
+                f"{' at ' + revision if revision else ''} is unavailable: {type(e).__name__}: {str(e).splitlines()[0]}"
+            ) from e
     path = Path(folder)
     if "allow_patterns" in kwargs and len(kwargs["allow_patterns"]) == 1:
         path = path / kwargs["allow_patterns"][0]

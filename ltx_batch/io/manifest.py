@@ -1,0 +1,98 @@
+"""Manifests (Parquet on any fsspec URL) and results tables.
+
+A manifest that breaks the schema (no ``id`` or ``prompt`` column, duplicate ids) fails the whole job before
+anything renders (``ManifestError``); a row that breaks a rule fails alone later (``io/rows.py``).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..spec import SpecError
+
+CONDITION_TYPE = pa.list_(pa.struct([("uri", pa.string()), ("frame_index", pa.int32()), ("strength", pa.float32())]))
+MANIFEST_SCHEMA = {
+    "id": pa.string(),
+    "prompt": pa.string(),
+    "negative_prompt": pa.string(),
+    "width": pa.int64(),
+    "height": pa.int64(),
+    "num_frames": pa.int64(),
+    "frame_rate": pa.float64(),
+    "seed": pa.int64(),
+    "conditions": CONDITION_TYPE,
+}
+
+RESULTS_SCHEMA = pa.schema([
+    ("id", pa.string()), ("status", pa.string()), ("error_stage", pa.string()), ("error", pa.string()),
+    ("attempts", pa.int32()), ("seed", pa.int64()), ("fingerprint", pa.string()),
+    ("paths", pa.map_(pa.string(), pa.string())), ("seconds", pa.map_(pa.string(), pa.float64())),
+])  # fmt: skip
+
+
+class ManifestError(SpecError):
+    """The manifest as a whole is unusable (exit 2); the message names the problem."""
+
+
+def manifest_base(url: str) -> str:
+    """The folder relative condition URIs resolve against."""
+    return posixpath.dirname(url.rstrip("/"))
+
+
+def read_manifest(url: str, storage_options: dict | None = None) -> list[dict[str, Any]]:
+    """All rows of a Parquet manifest as dicts; schema problems raise ``ManifestError``."""
+    import fsspec
+
+    try:
+        with fsspec.open(url, "rb", **(storage_options or {})) as fh:
+            table = pq.read_table(fh)
+    except FileNotFoundError:
+        raise ManifestError(f"input: manifest {url!r} not found") from None
+    except (pa.ArrowInvalid, OSError) as e:
+        if isinstance(e, PermissionError):
+            raise
+        raise ManifestError(f"input: {url!r} is not a readable Parquet file: {e}") from None
+    missing = [c for c in ("id", "prompt") if c not in table.column_names]
+    if missing:
+        raise ManifestError(f"manifest {url!r}: missing required column(s) {missing}; columns: {table.column_names}")
+    rows = table.to_pylist()
+    seen: set = set()
+    dups = sorted({str(r["id"]) for r in rows if r["id"] in seen or seen.add(r["id"])})
+    if dups:
+        shown = ", ".join(dups[:10]) + (f" (+{len(dups) - 10} more)" if len(dups) > 10 else "")
+        raise ManifestError(f"manifest {url!r}: duplicate id(s): {shown}")
+    return rows
+
+
+def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows -> a Parquet-ready table with the contract's column types (other columns inferred)."""
+    columns: dict[str, list] = {}
+    for r in rows:
+        for k in r:
+            columns.setdefault(k, [])
+    for k in columns:
+        columns[k] = [r.get(k) for r in rows]
+    arrays, fields = [], []
+    for k, values in columns.items():
+        typ = MANIFEST_SCHEMA.get(k)
+        arrays.append(pa.array(values, type=typ) if typ is not None else pa.array(values))
+        fields.append(k)
+    return pa.Table.from_arrays(arrays, names=fields)
+
+
+def write_parquet(table: pa.Table, url: str, storage_options: dict | None = None) -> None:
+    import io
+
+    import fsspec
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, buf.getvalue())

@@ -1,0 +1,81 @@
+"""Run results: ``results/{run_id}.parquet`` (one row per manifest row) and ``runs/{run_id}/job.json``.
+
+Results columns: id, status (ok | failed | skipped), error_stage, error, attempts, seed, fingerprint,
+paths (kind -> key under output), seconds (stage -> seconds). The job file holds the resolved job with
+storage options redacted, plus the run summary.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .manifest import RESULTS_SCHEMA
+from .storage import Storage
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def result_row(record: dict[str, Any]) -> dict[str, Any]:
+    record = {k: _plain(v) for k, v in record.items()}
+    status = record.get("status") or ("failed" if record["error_stage"] else "ok")
+    row = json.loads(record["row"])
+    return {
+        "id": str(record["id"]),
+        "status": status,
+        "error_stage": record["error_stage"] or None,
+        "error": record["error"] or None,
+        "attempts": int(record.get("attempts") or 0),
+        "seed": row.get("seed"),
+        "fingerprint": record.get("fingerprint") or None,
+        "paths": json.loads(record.get("outputs") or "{}") if status != "failed" else {},
+        "seconds": json.loads(record.get("timings") or "{}"),
+    }
+
+
+def write_results(storage: Storage, job, summary, records: list[dict[str, Any]]) -> None:
+    """Fill ``summary`` from ``records`` and write the results table and the run's job file."""
+    rows = [result_row(r) for r in records]
+    rows.sort(key=lambda r: r["id"])
+    summary.ok = sum(r["status"] == "ok" for r in rows)
+    summary.failed = sum(r["status"] == "failed" for r in rows)
+    summary.skipped = sum(r["status"] == "skipped" for r in rows)
+    totals: dict[str, float] = {}
+    for r in rows:
+        if r["status"] == "ok":
+            for stage, s in r["seconds"].items():
+                totals[stage] = round(totals.get(stage, 0.0) + s, 3)
+    summary.stage_seconds = totals
+    summary.failures = [{"id": r["id"], "error_stage": r["error_stage"], "error": r["error"]}
+                        for r in rows if r["status"] == "failed"]  # fmt: skip
+    table = pa.Table.from_pylist(
+        [{**r, "paths": list(r["paths"].items()), "seconds": list(r["seconds"].items())} for r in rows],
+        schema=RESULTS_SCHEMA,
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    key = f"results/{summary.run_id}.parquet"
+    storage.write_bytes(key, buf.getvalue())
+    summary.results_path = storage.url(key)
+    run = {"job": job.to_dict(), "summary": summary.as_dict()}
+    storage.write_bytes(f"runs/{summary.run_id}/job.json", json.dumps(run, indent=2, default=str).encode())
+
+
+def read_results(storage: Storage, run_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The rows of one run's results (the latest run when ``run_id`` is None)."""
+    names = sorted(n for n in storage.listdir("results") if n.endswith(".parquet"))
+    if not names:
+        raise FileNotFoundError(f"no results under {storage.url('results')}")
+    name = f"{run_id}.parquet" if run_id else names[-1]
+    table = pq.read_table(io.BytesIO(storage.read_bytes(f"results/{name}")))
+    rows = table.to_pylist()
+    for r in rows:
+        r["paths"] = dict(r["paths"] or [])
+        r["seconds"] = dict(r["seconds"] or [])
+    return name.removesuffix(".parquet"), rows

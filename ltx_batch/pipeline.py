@@ -1,0 +1,246 @@
+"""The spine: a job's manifest through the stage actor pools on Ray, outputs and results under ``output``.
+
+::
+
+    manifest (Parquet, any fsspec URL)
+      -> validate rows (bad rows become failed results) -> seeds -> skip finished ids   (driver, cheap)
+      -> [text encode] -> [base sample] -> [latent upsample] -> [refine] -> [decode + write]  (actor pools)
+      -> results/{run_id}.parquet + runs/{run_id}/job.json                                   (driver)
+
+Only small columns cross stages (embeddings, latents, generator state); frames are encoded and written in
+the decode actor. A row that fails is recorded with its stage and reason; a row whose actor keeps dying is
+failed after ``MAX_ATTEMPTS`` tries (``AttemptCounter`` lives in the driver's job, so it outlives crashed
+actors). A re-run skips rows whose metadata says ok with the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from .fingerprint import fingerprint, model_identity
+from .io.manifest import ManifestError, manifest_base, read_manifest
+from .io.outputs import read_metadata
+from .io.results import write_results
+from .io.rows import RowError, validate_row
+from .io.storage import Storage
+from .job import Job
+from .pools import resources
+from .stages.decode import DecodeStage
+from .stages.fused import fuse
+from .stages.records import failed_record, new_record
+from .stages.sample import BaseSampleStage, RefineStage
+from .stages.text_encode import TextEncodeStage
+from .stages.upsample import LatentUpsampleStage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    output: str
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)  # {id, error_stage, error}
+    results_path: str = ""
+
+    @property
+    def videos_per_hour(self) -> float:
+        return self.ok * 3600.0 / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "output": self.output, "total": self.total, "ok": self.ok,
+                "failed": self.failed, "skipped": self.skipped, "seconds": round(self.seconds, 3),
+                "videos_per_hour": round(self.videos_per_hour, 2), "stage_seconds": self.stage_seconds,
+                "failures": self.failures, "results_path": self.results_path}  # fmt: skip
+
+
+class FingerprintMismatch(ManifestError):
+    """Finished rows whose recipe or model changed; re-rendering them needs ``--overwrite``."""
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def plan(job: Job, storage: Storage, *, overwrite: bool = False):
+    """Manifest -> (records to render, results of rows that end here: skipped or invalid)."""
+    if not job.input:
+        raise ManifestError("input: no manifest given (set input in the job or pass --input)")
+    raw_rows = read_manifest(job.input, job.storage_options)
+    defaults = {"width": job.defaults.width, "height": job.defaults.height, "num_frames": job.defaults.num_frames}
+    base = manifest_base(job.input)
+    model = model_identity(job)
+    finished = set(n.removesuffix(".json") for n in storage.listdir("metadata") if n.endswith(".json"))
+    todo, done, mismatched = [], [], []
+    for raw in raw_rows:
+        try:
+            row = validate_row(raw, defaults=defaults, frame_rate=job.recipe.frame_rate, base_uri=base)
+        except RowError as e:
+            done.append(failed_record(raw.get("id"), raw, "validate", str(e)))
+            continue
+        fp = fingerprint(job, row, model)
+        if row.id in finished:
+            meta = read_metadata(storage, row.id)
+            if meta and meta.get("status") == "ok":
+                if meta.get("fingerprint") == fp:
+                    rec = new_record(row, fp)
+                    rec["outputs"] = json.dumps({k: v["path"] for k, v in meta.get("outputs", {}).items()})
+                    rec["status"] = "skipped"
+                    done.append(rec)
+                    continue
+                if not overwrite:
+                    mismatched.append(row.id)
+                    continue
+        todo.append(new_record(row, fp))
+    if mismatched:
+        shown = ", ".join(mismatched[:10]) + (f" (+{len(mismatched) - 10} more)" if len(mismatched) > 10 else "")
+        raise FingerprintMismatch(
+            f"{len(mismatched)} finished row(s) were rendered with a different model or recipe: {shown}; "
+            "re-run with --overwrite to render them again"
+        )
+    return todo, done
+
+
+def stage_classes(job: Job) -> list[type]:
+    """The actor pools in order, with the job's fusion choices applied."""
+    fusion = job.pools.fusion
+    if not job.multiscale:
+        return [TextEncodeStage, BaseSampleStage, DecodeStage]
+    if fusion.base_refine and fusion.refine_decode:
+        return [TextEncodeStage, fuse(BaseSampleStage, LatentUpsampleStage, RefineStage, DecodeStage)]
+    if fusion.base_refine:
+        return [TextEncodeStage, fuse(BaseSampleStage, LatentUpsampleStage, RefineStage), DecodeStage]
+    if fusion.refine_decode:
+        return [TextEncodeStage, BaseSampleStage, LatentUpsampleStage, fuse(RefineStage, DecodeStage)]
+    return [TextEncodeStage, BaseSampleStage, LatentUpsampleStage, RefineStage, DecodeStage]
+
+
+def _pool_name(cls) -> str:
+    return cls.parts[0].name if hasattr(cls, "parts") else cls.name
+
+
+def build_dataset(job: Job, records: list[dict], attempts):
+    """The Ray Data plan: one ``map_batches`` actor pool per stage, rows streaming one block each."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    cluster = ray.cluster_resources()
+    ds = ray.data.from_items(records, override_num_blocks=max(1, len(records)))
+    for cls in stage_classes(job):
+        res = resources(job, _pool_name(cls), cluster)
+        ds = ds.map_batches(
+            cls,
+            fn_constructor_kwargs={"job": job, "attempts": attempts},
+            compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+            batch_size=res.batch_size,
+            batch_format="numpy",
+            num_gpus=res.num_gpus or None,
+            num_cpus=res.num_cpus,
+        )  # Ray Data restarts crashed actors and retries their tasks; AttemptCounter bounds poison rows
+    return ds
+
+
+def _attempt_counter():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class AttemptCounter:
+        def __init__(self):
+            self.counts: dict[tuple[str, str], int] = {}
+
+        def begin(self, stage: str, ids: list[str]) -> dict[str, int]:
+            out = {}
+            for i in ids:
+                self.counts[(stage, i)] = self.counts.get((stage, i), 0) + 1
+                out[i] = self.counts[(stage, i)]
+            return out
+
+    return AttemptCounter.remote()
+
+
+class Progress:
+    """One line on stderr every few seconds: rows done, failed, in flight, and an ETA."""
+
+    def __init__(self, total: int, every: float = 5.0):
+        self.total, self.every = total, every
+        self.ok = self.failed = 0
+        self.start = self.last = time.monotonic()
+
+    def update(self, record: dict, force: bool = False) -> None:
+        if record["error_stage"]:
+            self.failed += 1
+        else:
+            self.ok += 1
+        now = time.monotonic()
+        if force or now - self.last >= self.every or self.ok + self.failed == self.total:
+            self.last = now
+            done = self.ok + self.failed
+            rate = done / max(now - self.start, 1e-9)
+            eta = (self.total - done) / rate if rate > 0 else float("inf")
+            print(f"[ltx-batch] {done}/{self.total} rows (ok {self.ok}, failed {self.failed}, "
+                  f"in flight {self.total - done}), {now - self.start:.0f}s elapsed, ETA {eta:.0f}s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Connect to ``address`` / ``RAY_ADDRESS``, or start a local Ray sized for this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "LTX_BATCH_CACHE",
+                                       "HF_HOME", "HF_HUB_OFFLINE") if k in os.environ}  # fmt: skip
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        return
+    # More logical CPUs than cores: five one-CPU pools plus Ray Data's own tasks must fit on a laptop;
+    # each CPU actor sets its torch threads to its num_cpus, so the cores are shared, not oversubscribed.
+    cpus = max(8, 2 * (os.cpu_count() or 1))
+    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
+
+
+def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, run_id: str | None = None,
+            progress: bool = True) -> RunSummary:  # fmt: skip
+    """Render every row of ``job``'s manifest on Ray; returns the run's summary (results written)."""
+    import ray
+
+    start = time.monotonic()
+    storage = Storage(job.output, job.storage_options)
+    run_id = run_id or new_run_id()
+    todo, done = plan(job, storage, overwrite=overwrite)
+    summary = RunSummary(run_id=run_id, output=job.output, total=len(todo) + len(done))
+    results = list(done)
+    if todo:
+        ensure_ray(address)
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = progress and sys.stderr.isatty()
+        attempts = _attempt_counter()
+        meter = Progress(len(todo)) if progress else None
+        columns = ["id", "row", "fingerprint", "error_stage", "error", "attempts", "timings", "outputs"]
+        try:
+            for batch in build_dataset(job, todo, attempts).select_columns(columns).iter_batches(
+                batch_size=1, batch_format="numpy"
+            ):
+                for i in range(len(batch["id"])):
+                    record = {c: batch[c][i] for c in columns}
+                    results.append(record)
+                    if meter:
+                        meter.update(record)
+        finally:
+            ray.kill(attempts)
+    summary.seconds = time.monotonic() - start
+    write_results(storage, job, summary, results)
+    return summary

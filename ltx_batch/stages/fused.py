@@ -1,0 +1,42 @@
+"""Fused stages: several stages in one actor, for models they share or hops they save.
+
+``base_refine`` runs base sample, latent upsample and refine in one actor (one transformer and VAE copy for
+both passes: ``stages.models`` caches per process); ``refine_decode`` saves the hop of the final latents.
+Each inner stage still reports its own name when a row fails.
+"""
+
+from __future__ import annotations
+
+from .base import Stage, to_batch, to_records
+from .records import alive
+
+
+class FusedStage(Stage):
+    parts: tuple[type[Stage], ...] = ()
+
+    def __init__(self, job, attempts=None):
+        super().__init__(job, attempts)
+        self.stages = [part(job) for part in self.parts]
+        self.name = self.stages[0].name  # attempts are counted under the first part
+        self.drops = tuple(c for st in self.stages for c in st.drops)
+
+    def ensure_setup(self) -> None:
+        for stage in self.stages:
+            stage.ensure_setup()
+
+    def __call__(self, batch):
+        records = self._admit_batch(batch)
+        for stage in self.stages:
+            records = stage(records)
+        return records if isinstance(batch, list) else to_batch(records)
+
+    def _admit_batch(self, batch):
+        records = to_records(batch)
+        self._admit([r for r in records if alive(r)])
+        return records
+
+
+def fuse(*parts: type[Stage]) -> type[FusedStage]:
+    """A fused stage class named after its parts (the Ray dashboard shows the class name)."""
+    name = "".join(p.__name__.removesuffix("Stage") for p in parts) + "Stage"
+    return type(name, (FusedStage,), {"parts": tuple(parts), "__module__": __name__})
