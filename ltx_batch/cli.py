@@ -111,6 +111,31 @@ def cmd_status(args) -> int:
     return EXIT_FAILED_ROWS if counts["failed"] else EXIT_OK
 
 
+def cmd_submit(args) -> int:
+    from .submit import submit_job, wait
+
+    job = _load(args)
+    sub = submit_job(job, args.address, overwrite=args.overwrite)
+    print(sub.submission_id)
+    if not sub.new:
+        print(f"the same work is already {sub.status.lower()} as {sub.submission_id}", file=sys.stderr)
+    if not args.wait:
+        return EXIT_OK
+    sub = wait(args.address, sub, follow=True)
+    print(f"submission {sub.submission_id}: {sub.status} (exit {sub.exit_code})", file=sys.stderr)
+    return sub.exit_code
+
+
+def cmd_manifest(args) -> int:
+    from .io.manifest_sources import build_manifest
+
+    rows, problems = build_manifest(args.source, args.output, defaults_from=args.job)
+    for p in problems:
+        print(f"  {p}", file=sys.stderr)
+    print(f"wrote {rows} rows to {args.output}" + (f"; {len(problems)} row(s) invalid" if problems else ""))
+    return EXIT_INVALID if problems and args.strict else EXIT_OK
+
+
 def cmd_validate(args) -> int:
     job = _load(args)
     print(json.dumps(job.to_dict(), indent=2, default=str))
@@ -140,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray address (ray://host:10001, or auto); default: RAY_ADDRESS or a local Ray")
     p.add_argument("--overwrite", action="store_true", help="re-render finished rows whose recipe changed")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("submit", help="submit the job to a Ray cluster (Ray Jobs API); prints the submission id")
+    _job_args(p)
+    p.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://head:8265")
+    p.add_argument("--wait", action="store_true", help="follow the logs; exit with the job's exit code")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("manifest", help="build a Parquet manifest from a .txt, .csv or .jsonl file")
+    p.add_argument("source", help=".txt (one prompt a line), .csv or .jsonl (columns as in manifests/README.md)")
+    p.add_argument("-o", "--output", required=True, help="the .parquet to write (any fsspec URL)")
+    p.add_argument("--job", help="validate the rows against this job's defaults")
+    p.add_argument("--strict", action="store_true", help="exit 2 when any row is invalid")
+    p.set_defaults(func=cmd_manifest)
 
     p = sub.add_parser("status", help="summary of a run's results under OUTPUT")
     p.add_argument("output", help="the job's output URL")

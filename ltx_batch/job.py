@@ -162,6 +162,26 @@ class Job:
     def multiscale(self) -> bool:
         return self.model.upsampler is not None
 
+    def run(self, *, address: str | None = None, overwrite: bool = False):
+        """Render the manifest on Ray (local unless ``address``/``RAY_ADDRESS``); returns a ``RunSummary``."""
+        from .pipeline import run_job
+
+        return run_job(self, address=address, overwrite=overwrite)
+
+    def submit(self, address: str, *, wait: bool = False, overwrite: bool = False):
+        """Submit to a Ray cluster's Jobs API (``http://head:8265``); returns a ``Submission`` (its id, and
+        with ``wait`` the final status and exit code)."""
+        from . import submit as submission
+
+        sub = submission.submit_job(self, address, overwrite=overwrite)
+        return submission.wait(address, sub, follow=False) if wait else sub
+
+    def render(self, request: dict[str, Any]):
+        """One row in this process, without Ray; returns a ``RenderResult``."""
+        from .render import render_one
+
+        return render_one(self, request)
+
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         """The resolved job as plain data; storage options (credentials) removed unless ``redact=False``."""
         data = asdict(self)

@@ -202,6 +202,10 @@ def ensure_ray(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "LTX_BATCH_CACHE",
                                        "HF_HOME", "HF_HUB_OFFLINE") if k in os.environ}  # fmt: skip
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        # a driver started by the Jobs API (ltx-batch submit): the job's runtime env already applies
+        ray.init(address=address or "auto", log_to_driver=True)
+        return
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         return
