@@ -155,7 +155,7 @@ class Job:
     input: str | None = None
     output: str = "outputs/job"
     save: tuple[Literal["mp4", "latents", "frames"], ...] = ("mp4",)
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # credentials: never in logs
     pools: PoolsSpec = field(default_factory=PoolsSpec)
 
     @property
@@ -224,11 +224,23 @@ def _local_path(value: str | None) -> str | None:
     return str(Path(value).expanduser().resolve())
 
 
+def _checkpoint_path(ref: str | None) -> str | None:
+    """Local checkpoint paths become absolute (actors may run elsewhere); names, ids and URLs stay."""
+    if isinstance(ref, str) and "://" not in ref and Path(ref).expanduser().exists():
+        return _local_path(ref)
+    return ref
+
+
 def pipeline_default(checkpoint: str) -> str:
     """``base`` for a checkpoint whose scheduler uses dynamic shifting (0.9.0/0.9.1), else ``condition``."""
     from .weights.checkpoint import open_checkpoint
+    from .weights.resolve import hub_scheduler_config, is_hub_folder_ref
 
-    return "base" if open_checkpoint(checkpoint).scheduler_config().use_dynamic_shifting else "condition"
+    if is_hub_folder_ref(checkpoint):  # read one small JSON, not the whole repo, on the driver
+        config = hub_scheduler_config(checkpoint)
+    else:
+        config = open_checkpoint(checkpoint).scheduler_config()
+    return "base" if config.use_dynamic_shifting else "condition"
 
 
 def load_job(
@@ -248,10 +260,12 @@ def load_job(
     if output is not None:
         data = {**data, "output": output}
 
+    for key, kind in (("input", str), ("output", str), ("name", str), ("defaults", dict), ("recipe", dict),
+                      ("model", dict)):  # fmt: skip
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise SpecError(f"{key}: expected {'a string' if kind is str else 'a mapping'}, got {data[key]!r}")
     model = parse_dataclass(ModelSpec, data.get("model"), "model")
-    raw_recipe = data.get("recipe") or {}
-    if not isinstance(raw_recipe, dict):
-        raise SpecError(f"recipe: expected a mapping, got {raw_recipe!r}")
+    raw_recipe = {k: v for k, v in (data.get("recipe") or {}).items() if not (k == "pipeline" and v is None)}
     preset_recipe: dict = {}
     preset_defaults: dict = {}
     checkpoint, upsampler = model.checkpoint, model.upsampler
@@ -267,16 +281,24 @@ def load_job(
     recipe = merge(preset_recipe, raw_recipe)
     if upsampler is None:  # single-scale: a preset's multi-scale settings do not apply
         recipe = {k: v for k, v in recipe.items() if k != "multiscale" or k in raw_recipe}
-    pipeline = recipe.get("pipeline") or pipeline_default(checkpoint)
+    pipeline = recipe.get("pipeline") or pipeline_default(_checkpoint_path(checkpoint))
     base_defaults = {"pipeline": pipeline}
     if pipeline == "base":  # LTXPipeline's __call__ defaults differ from LTXConditionPipeline's
         base_defaults["max_sequence_length"] = 128
+        if upsampler is not None:
+            raise SpecError("recipe.pipeline: multi-scale (model.upsampler) needs pipeline: condition")
     recipe = merge(base_defaults, recipe)
 
+    raw_model = dict(data.get("model") or {})
+    raw_model.update(checkpoint=_checkpoint_path(checkpoint), upsampler=_checkpoint_path(upsampler))
+    for key in ("text_encoder", "vae"):
+        raw_model[key] = _checkpoint_path(raw_model.get(key))
+    if isinstance(raw_model.get("loras"), list):
+        raw_model["loras"] = [{**lo, "path": _checkpoint_path(lo.get("path"))} if isinstance(lo, dict) else lo
+                              for lo in raw_model["loras"]]  # fmt: skip
     resolved = {
         **data,
-        "model": {**(data.get("model") or {}), "checkpoint": _local_path(checkpoint) if Path(checkpoint).exists() else checkpoint,
-                  "upsampler": upsampler},
+        "model": raw_model,
         "recipe": recipe,
         "defaults": merge(preset_defaults, data.get("defaults") or {}),
     }

@@ -8,6 +8,7 @@ an int where a float is wanted, and a list where a tuple is wanted.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -68,8 +69,9 @@ def parse(hint: Any, value: Any, path: str) -> Any:
         kt, vt = typing.get_args(hint) or (Any, Any)
         return {parse(kt, k, path): parse(vt, v, f"{path}.{k}") for k, v in value.items()}
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(f"{path}: expected a number, got {value!r}")
+        # YAML reads .nan and .inf as floats; no field means anything with them (and NaN slips past range checks)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SpecError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -66,7 +66,12 @@ def derived_seed(row_id: str) -> int:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """None, NaN (also numpy's float32 NaN, which is no ``float``) or pandas' NA: the column is empty."""
+    if value is None or type(value).__name__ == "NAType":  # pandas.NA, without importing pandas
+        return True
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -96,7 +101,10 @@ def resolve_uri(uri: str, base: str | None) -> str:
         return uri
     if "://" in base:
         scheme, rest = base.split("://", 1)
-        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, uri))}"
+        joined = posixpath.normpath(posixpath.join(rest, uri))
+        if joined == ".." or joined.startswith("../"):  # above the bucket: "s3://../x.png" names nothing
+            raise ValueError(f"relative URI {uri!r} climbs above {base!r}")
+        return f"{scheme}://{joined}"
     return posixpath.normpath(posixpath.join(base, uri))
 
 
@@ -128,12 +136,17 @@ def _conditions(raw: Any, num_frames: int, base: str | None) -> tuple[ConditionS
         strength = 1.0 if _missing(item.get("strength")) else _as_float(f"{where}.strength", item["strength"])
         if not 0.0 <= strength <= 1.0:
             raise RowError(f"{where}.strength", f"must be in [0, 1], got {strength}")
-        out.append(ConditionSpec(resolve_uri(uri, base), index, strength))
+        try:
+            uri = resolve_uri(uri, base)
+        except ValueError as e:
+            raise RowError(f"{where}.uri", str(e)) from None
+        out.append(ConditionSpec(uri, index, strength))
     return tuple(out)
 
 
 def validate_id(value: Any) -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value) or value in (".", ".."):
+    # fullmatch: with match(), "$" also matches before a trailing newline, so "abc\n" would pass
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or value in (".", ".."):
         raise RowError("id", f"must match [A-Za-z0-9._-]{{1,128}} and not be '.' or '..', got {value!r}")
     return value
 

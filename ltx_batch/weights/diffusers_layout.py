@@ -40,7 +40,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def read_config(path: Path, config_cls):
-    """``config_cls.from_dict`` of the JSON at ``path``; a config we cannot build is a CheckpointError naming the file."""
+    """``config_cls.from_dict`` of the JSON at ``path``; a config we cannot build is a CheckpointError naming it."""
     try:
         return config_cls.from_dict(read_json(path))
     except ConfigError as e:  # a loading failure like a bad key: callers catch one error type, and see which file

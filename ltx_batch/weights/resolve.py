@@ -24,7 +24,8 @@ from filelock import FileLock
 from .strict import CheckpointError
 
 DEBUG_NAMES = ("ltxv-debug", "ltxv-debug-upsampler")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+# org/name, or org/name/path/file.safetensors for one file of a repo (the single-file releases), [@revision]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w./-]+\.safetensors)?(@[\w./-]+)?$")
 # What a diffusers-layout snapshot needs; skips duplicate weight formats the repos also carry.
 _HUB_PATTERNS = ["*.json", "*/*.json", "*/*.safetensors", "*/*.model", "*/*.txt", "*.safetensors"]
 
@@ -104,6 +105,8 @@ def _from_hub(ref: str) -> Resolved:
     path = Path(folder)
     if "allow_patterns" in kwargs and len(kwargs["allow_patterns"]) == 1:
         path = path / kwargs["allow_patterns"][0]
+        if not path.is_file():  # snapshot_download matches patterns: a missing file downloads nothing
+            raise ValueError(f"checkpoint {ref!r}: hub repo {repo!r} has no file {kwargs['allow_patterns'][0]!r}")
     # snapshot folders are named after the commit hash: the exact revision for the fingerprint
     return Resolved(path, "hub-" + Path(folder).name)
 
@@ -152,3 +155,28 @@ def revision_of(ref: str) -> str:
         return "hub-" + HfApi().model_info("/".join(repo.split("/")[:2]), revision=revision or None).sha
     except Exception:  # noqa: BLE001 - offline or private: the name still identifies the request
         return "hub-ref-" + ref
+
+
+def is_hub_folder_ref(ref: str) -> bool:
+    """A hub repo id (``org/name[@rev]``) naming a whole diffusers-layout repo, not a local path or file."""
+    if ref in DEBUG_NAMES or "://" in ref or Path(ref).expanduser().exists():
+        return False
+    return bool(_HUB_ID.match(ref)) and ref.partition("@")[0].count("/") == 1
+
+
+def hub_scheduler_config(ref: str):
+    """The scheduler config of a hub repo, fetching that one JSON file (the driver needs nothing else)."""
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    from ..sampling.schedules import SchedulerConfig
+    from .strict import CheckpointError
+
+    repo, _, revision = ref.partition("@")
+    try:
+        with node_lock("hub:" + ref + ":scheduler"):
+            path = hf_hub_download(repo, "scheduler/scheduler_config.json", revision=revision or None)
+    except Exception as e:  # noqa: BLE001 - named for the user; network errors stay visible in the message
+        raise CheckpointError(f"checkpoint {ref!r}: cannot read scheduler/scheduler_config.json: {e}") from None
+    return SchedulerConfig.from_dict(json.loads(Path(path).read_text()))

@@ -49,7 +49,8 @@ def test_unknown_top_level_key():
         ({"recipe": {"steps": 8}}, "recipe.steps", "'num_inference_steps'"),
         ({"model": {"preset": "ltxv-debug", "precision": "fp16"}}, "model.precision", "'dtype'"),
         ({"pools": {"decode": {"gpus": 1}}}, "pools.decode.gpus", "'num_gpus'"),
-        ({"model": {"preset": "ltxv-debug", "loras": [{"path": "x", "weight": 1.0}]}}, "model.loras[0].weight", "'scale'"),
+        ({"model": {"preset": "ltxv-debug", "loras": [{"path": "x", "weight": 1.0}]}}, "model.loras[0].weight",
+         "'scale'"),
     ],
 )
 def test_unknown_nested_key(spec, key, allowed):
@@ -67,10 +68,11 @@ def test_unknown_nested_key(spec, key, allowed):
         ({"recipe": {"timesteps": [1000, "x"]}}, "recipe.timesteps[1]"),
         ({"recipe": "fast"}, "recipe"),
         ({"recipe": {"multiscale": {"refine": {"guidance_scale": [1]}}}}, "recipe.multiscale.refine.guidance_scale"),
+        ({"recipe": {"frame_rate": float("nan")}}, "recipe.frame_rate"),  # YAML's .nan passes no range check
+        ({"recipe": {"guidance_scale": float("inf")}}, "recipe.guidance_scale"),
         ({"defaults": {"width": 512.5}}, "defaults.width"),
         ({"save": "mp4"}, "save"),
         ({"save": ["mp4", "gif"]}, "save[1]"),
-        ({"output": 5}, "output"),
         ({"name": ["a"]}, "name"),
         ({"storage_options": ["key"]}, "storage_options"),
         ({"pools": {"refine": {"batch_size": "2"}}}, "pools.refine.batch_size"),
@@ -78,6 +80,12 @@ def test_unknown_nested_key(spec, key, allowed):
     ],
 )
 def test_wrong_type_names_the_field(spec, field):
+    assert field in _error({**DEBUG, **spec})
+
+
+@pytest.mark.parametrize("spec, field", [({"output": 5}, "output"), ({"input": ["a"]}, "input"),
+                                         ({"defaults": "small"}, "defaults")])  # fmt: skip
+def test_wrong_type_before_parsing_names_the_field(spec, field):
     assert field in _error({**DEBUG, **spec})
 
 
@@ -221,7 +229,8 @@ def test_max_sequence_length_defaults(offline, debug_dir):
 
 def test_bare_checkpoint_gets_diffusers_call_defaults(debug_dir):
     r = load_job({"model": {"checkpoint": str(debug_dir)}}).recipe
-    assert (r.pipeline, r.num_inference_steps, r.guidance_scale, r.image_cond_noise_scale) == ("condition", 50, 3.0, 0.15)
+    assert (r.pipeline, r.num_inference_steps, r.guidance_scale) == ("condition", 50, 3.0)
+    assert r.image_cond_noise_scale == 0.15
     assert (r.decode_timestep, r.decode_noise_scale, r.frame_rate) == (0.0, None, 25.0)
 
 
@@ -255,10 +264,30 @@ def test_relative_checkpoint_resolves_against_cwd(debug_dir, tmp_path, monkeypat
     assert load_job({"model": {"checkpoint": "ckpt"}}).model.checkpoint == str(tmp_path / "ckpt")
 
 
+def test_relative_component_paths_resolve_against_cwd(tmp_path, monkeypatch):
+    (tmp_path / "up").mkdir()
+    (tmp_path / "lora.safetensors").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    job = load_job({"model": {"preset": "ltxv-debug", "upsampler": "up", "vae": "up", "text_encoder": "up",
+                              "loras": [{"path": "lora.safetensors"}]}})  # fmt: skip
+    m = job.model
+    assert m.upsampler == m.vae == m.text_encoder == str(tmp_path / "up")
+    assert m.loras[0].path == str(tmp_path / "lora.safetensors")
+
+
 def test_missing_local_checkpoint_is_a_clear_error(tmp_path, monkeypatch, offline):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match="no-such-folder"):
         load_job({"model": {"checkpoint": "./no-such-folder"}})
+
+
+def test_bare_hub_checkpoint_offline_names_it(offline):
+    """With no recipe.pipeline, the default needs the checkpoint's scheduler config: offline it cannot be had."""
+    with pytest.raises(CheckpointError, match="ltx-batch-tests/no-such-repo"):
+        load_job({"model": {"checkpoint": "ltx-batch-tests/no-such-repo"}})
+    # with the pipeline stated nothing is fetched
+    job = load_job({"model": {"checkpoint": "ltx-batch-tests/no-such-repo"}, "recipe": {"pipeline": "base"}})
+    assert job.model.checkpoint == "ltx-batch-tests/no-such-repo" and job.recipe.max_sequence_length == 128
 
 
 # -- output of the resolved job -------------------------------------------------------------------------------
@@ -266,8 +295,8 @@ def test_missing_local_checkpoint_is_a_clear_error(tmp_path, monkeypatch, offlin
 
 def test_to_dict_redacts_storage_options():
     secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-    job = load_job({**DEBUG, "output": "s3://bucket/out",
-                    "storage_options": {"key": "AKIAEXAMPLE", "secret": secret, "client_kwargs": {"endpoint_url": "x"}}})  # fmt: skip
+    options = {"key": "AKIAEXAMPLE", "secret": secret, "client_kwargs": {"endpoint_url": "x"}}
+    job = load_job({**DEBUG, "output": "s3://bucket/out", "storage_options": options})
     data = job.to_dict()
     assert data["storage_options"] == {"key": "<redacted>", "secret": "<redacted>", "client_kwargs": "<redacted>"}
     text = json.dumps(data, default=str)
@@ -275,6 +304,11 @@ def test_to_dict_redacts_storage_options():
     assert job.storage_options["secret"] == secret  # still usable by the job itself
     assert job.to_dict(redact=False)["storage_options"]["secret"] == secret
     assert data["model"]["checkpoint"] == "ltxv-debug" and data["output"] == "s3://bucket/out"
+
+
+def test_repr_does_not_leak_storage_options():
+    job = load_job({**DEBUG, "storage_options": {"secret": "wJalrXUtnFEMI-EXAMPLE"}})
+    assert "wJalrXUtnFEMI-EXAMPLE" not in repr(job) and "wJalrXUtnFEMI-EXAMPLE" not in str(job)
 
 
 # -- the shipped job files ------------------------------------------------------------------------------------

@@ -189,8 +189,9 @@ def test_sharded_by_diffusers_loads_identically(ckpt, debug_dir, tmp_path):
         assert not (root / name / WEIGHTS).exists()
         assert len(list((root / name).glob("*.safetensors"))) > 1
     sharded = open_checkpoint(str(root))
-    _same_state(sharded.load_transformer(dtype=torch.float32).state_dict(), ckpt.load_transformer(dtype=torch.float32).state_dict())
-    _same_state(sharded.load_vae(dtype=torch.float32).state_dict(), ckpt.load_vae(dtype=torch.float32).state_dict())
+    for name in ("transformer", "vae"):
+        load, ref = getattr(sharded, f"load_{name}"), getattr(ckpt, f"load_{name}")
+        _same_state(load(dtype=torch.float32).state_dict(), ref(dtype=torch.float32).state_dict())
 
 
 def _write_shards(folder: Path, state: dict[str, torch.Tensor], groups: list[list[str]]) -> None:
