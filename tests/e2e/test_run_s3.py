@@ -11,9 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from ltx_batch import load_job, render_one
 from ltx_batch.cli import main as cli_main
 from ltx_batch.io.manifest import manifest_table, write_parquet
 from ltx_batch.io.video import read_video
+
+from ..conftest import frames_close
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -48,7 +51,7 @@ def job_file(tmp_path):
         "recipe": {"num_inference_steps": 2},
         "defaults": {"width": 64, "height": 64, "num_frames": 9},
         "input": f"s3://{BUCKET}/in/manifest.parquet",
-        "save": ["mp4", "latents"],
+        "save": ["mp4", "latents", "frames"],
         "pools": {s: {"num_cpus": 1} for s in ("text_encode", "base_sample", "decode")},
     }))  # fmt: skip
     return path
@@ -61,7 +64,7 @@ def _results(fs, prefix):
     return {r["id"]: r for r in table.to_pylist()}
 
 
-def test_run_renders_good_rows_fails_bad_ones_and_resumes(bucket, job_file, capsys):
+def test_run_renders_good_rows_fails_bad_ones_and_resumes(bucket, job_file, tmp_path, capsys):
     fs = bucket
     out = f"s3://{BUCKET}/out/run1"
     assert cli_main(["run", str(job_file), "--output", out]) == 3  # some rows failed
@@ -88,6 +91,12 @@ def test_run_renders_good_rows_fails_bad_ones_and_resumes(bucket, job_file, caps
         assert meta["status"] == "ok" and meta["outputs"]["latents"]["path"] == f"latents/{rid}.safetensors"
         assert "AWS" not in json.dumps(meta) and "testing" not in json.dumps(meta)
     assert not fs.exists(f"{BUCKET}/out/run1/videos/bad-size.mp4")
+
+    # the same row renders the same through run (Ray actors) and render (in-process)
+    local = load_job(str(job_file), output=str(tmp_path / "local"))
+    assert render_one(local, {"id": "good-1", "prompt": "a cat on a street", "seed": 3}).ok
+    frames_close(np.load(io.BytesIO(fs.cat(f"{BUCKET}/out/run1/frames/good-1.npy"))),
+                 np.load(tmp_path / "local" / "frames" / "good-1.npy"), max_tol=1e-5, mean_tol=1e-6)
 
     # re-run: finished rows are skipped and their objects untouched; failed rows are tried again
     fs.invalidate_cache()

@@ -1,0 +1,87 @@
+"""The stages in-process (no Ray): batching, per-row isolation, and the generator hand-off between stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ltx_batch import load_job, render_one
+from ltx_batch.fingerprint import fingerprint
+from ltx_batch.io.rows import validate_row
+from ltx_batch.io.video import encode_mp4
+from ltx_batch.render import stages_for
+from ltx_batch.stages.records import alive, generator_state, new_record, restore_generator
+
+from ..conftest import frames_close
+
+DEFAULTS = {"width": 64, "height": 64, "num_frames": 17}
+
+
+def _job(out: Path, batch: int = 1, **recipe):
+    return load_job({
+        "model": {"preset": "ltxv-debug", "dtype": "float32", "device": "cpu"},
+        "recipe": {"num_inference_steps": 2, **recipe},
+        "defaults": DEFAULTS, "output": str(out), "save": ["frames"],
+        "pools": {s: {"batch_size": batch} for s in ("text_encode", "base_sample", "decode")},
+    })  # fmt: skip
+
+
+def _records(job, rows):
+    out = []
+    for raw in rows:
+        row = validate_row(raw, defaults=DEFAULTS, frame_rate=job.recipe.frame_rate)
+        out.append(new_record(row, fingerprint(job, row)))
+    return out
+
+
+def _run(job, records):
+    for stage in stages_for(job):
+        records = stage(records)
+    return records
+
+
+def test_batched_rows_render_as_they_do_alone(tmp_path):
+    rows = [{"id": "a", "prompt": "a short prompt", "seed": 1},
+            {"id": "b", "prompt": "a much longer prompt about a dog running on a beach", "seed": 2}]
+    batched = _job(tmp_path / "batched", batch=2)
+    records = _run(batched, _records(batched, rows))
+    assert all(alive(r) for r in records)
+    alone = _job(tmp_path / "alone", batch=1)
+    for raw in rows:
+        assert render_one(alone, raw).ok
+        frames_close(np.load(tmp_path / "batched" / "frames" / f"{raw['id']}.npy"),
+                     np.load(tmp_path / "alone" / "frames" / f"{raw['id']}.npy"), max_tol=1e-4, mean_tol=1e-5)
+
+
+def test_a_failing_batch_is_retried_row_by_row(tmp_path):
+    # two condition videos of different lengths cannot share one forward: the batch fails, each row succeeds alone
+    rng = np.random.default_rng(0)
+    for name, n in (("short.mp4", 9), ("long.mp4", 17)):
+        (tmp_path / name).write_bytes(encode_mp4(rng.random((n, 64, 64, 3)).astype(np.float32), 25))
+    rows = [{"id": name.split(".")[0], "prompt": "video to video", "seed": 3,
+             "conditions": [{"uri": str(tmp_path / name), "frame_index": 0}]} for name in ("short.mp4", "long.mp4")]
+    job = _job(tmp_path / "out", batch=2)
+    records = _run(job, _records(job, rows))
+    assert [r["error"] for r in records] == ["", ""]
+    assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == ["long.npy", "short.npy"]
+
+
+def test_failed_rows_pass_through_and_blobs_are_dropped(tmp_path):
+    job = _job(tmp_path / "out", batch=2)
+    rows = [{"id": "ok", "prompt": "fine", "seed": 1},
+            {"id": "bad", "prompt": "missing media", "conditions": [{"uri": str(tmp_path / "nope.png"), "frame_index": 0}]}]
+    records = _run(job, _records(job, rows))
+    ok, bad = records
+    assert alive(ok) and not alive(bad)
+    assert bad["error_stage"] == "base_sample" and "conditions[0].uri" in bad["error"]
+    assert all(r[c] == b"" for r in records for c in ("text", "latents", "generator"))
+    assert not (tmp_path / "out" / "frames" / "bad.npy").exists()
+
+
+def test_generator_state_continues_the_stream():
+    g = torch.Generator().manual_seed(123)
+    torch.randn(5, generator=g)
+    copy = restore_generator(generator_state(g))
+    assert torch.equal(torch.randn(7, generator=g), torch.randn(7, generator=copy))
