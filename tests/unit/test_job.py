@@ -266,13 +266,17 @@ def test_relative_checkpoint_resolves_against_cwd(debug_dir, tmp_path, monkeypat
 
 def test_relative_component_paths_resolve_against_cwd(tmp_path, monkeypatch):
     (tmp_path / "up").mkdir()
-    (tmp_path / "lora.safetensors").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
-    job = load_job({"model": {"preset": "ltxv-debug", "upsampler": "up", "vae": "up", "text_encoder": "up",
-                              "loras": [{"path": "lora.safetensors"}]}})  # fmt: skip
+    job = load_job({"model": {"preset": "ltxv-debug", "upsampler": "up", "vae": "up", "text_encoder": "up"}})
     m = job.model
     assert m.upsampler == m.vae == m.text_encoder == str(tmp_path / "up")
-    assert m.loras[0].path == str(tmp_path / "lora.safetensors")
+
+
+@pytest.mark.parametrize("model, key", [({"loras": [{"path": "x.safetensors"}]}, "model.loras"),
+                                        ({"weight_dtype": "float8_e4m3fn"}, "model.weight_dtype")])
+def test_contract_keys_without_a_loader_yet_fail_loudly(model, key):
+    with pytest.raises(SpecError, match=key):
+        load_job({"model": {"preset": "ltxv-debug", **model}})
 
 
 def test_missing_local_checkpoint_is_a_clear_error(tmp_path, monkeypatch, offline):
