@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     except (StageSetupError, OSError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INFRA
+    except Exception as e:  # noqa: BLE001 - Ray wraps actor start-up failures in its own types
+        if args.verbose:
+            raise
+        print(f"error: infrastructure failure: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_INFRA
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ def build_dataset(job: Job, records: list[dict], attempts):
         res = resources(job, _pool_name(cls), cluster)
         ds = ds.map_batches(
             cls,
-            fn_constructor_kwargs={"job": job, "attempts": attempts},
+            fn_constructor_kwargs={"job": job, "attempts": attempts, "eager": True},
             compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
             batch_size=res.batch_size,
             batch_format="numpy",
@@ -212,7 +212,9 @@ def ensure_ray(address: str | None = None) -> None:
     # More logical CPUs than cores: five one-CPU pools plus Ray Data's own tasks must fit on a laptop;
     # each CPU actor sets its torch threads to its num_cpus, so the cores are shared, not oversubscribed.
     cpus = max(8, 2 * (os.cpu_count() or 1))
-    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
+    # a local Ray talks over loopback only
+    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True,
+             _node_ip_address="127.0.0.1")  # fmt: skip
 
 
 def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, run_id: str | None = None,

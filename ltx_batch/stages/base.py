@@ -83,10 +83,12 @@ class Stage:
 
     drops: ClassVar[tuple[str, ...]] = ()  # columns blanked after this stage (blobs nobody downstream reads)
 
-    def __init__(self, job: Job, attempts=None):
+    def __init__(self, job: Job, attempts=None, eager: bool = False):
         self.job = job
         self.attempts = attempts  # Ray actor counting tries per row (pipeline.AttemptCounter), or None
         self._ready = False
+        if eager:  # on an actor: load now, so every pool warms up at once instead of on its first batch
+            self.ensure_setup()
 
     @property
     def device(self) -> torch.device:

@@ -14,11 +14,11 @@ from .records import alive
 class FusedStage(Stage):
     parts: tuple[type[Stage], ...] = ()
 
-    def __init__(self, job, attempts=None):
-        super().__init__(job, attempts)
+    def __init__(self, job, attempts=None, eager: bool = False):
         self.stages = [part(job) for part in self.parts]
         self.name = self.stages[0].name  # attempts are counted under the first part
         self.drops = tuple(c for st in self.stages for c in st.drops)
+        super().__init__(job, attempts, eager)
 
     def ensure_setup(self) -> None:
         for stage in self.stages:

@@ -2,8 +2,9 @@
 
 Stages need different parts (the text stage only T5, the decode stage only the VAE), so each component
 loads on its own, in the actor that uses it. The format is decided once, here, from what the path holds:
-a diffusers-layout folder (``model_index.json`` or component subfolders). Single-file releases are a format
-of their own with their own key table.
+a diffusers-layout folder (``model_index.json`` or component subfolders) is a ``Checkpoint``; a ``.safetensors``
+file is an original Lightricks single file, a ``SingleFileCheckpoint`` (``single_file.py``, its own key table)
+with the same interface.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from ..sampling.schedules import SchedulerConfig
 from .diffusers_layout import load_component, read_config
 from .resolve import Resolved, resolve
+from .single_file import SingleFileCheckpoint
 from .strict import CheckpointError
 
 
@@ -81,15 +83,12 @@ class Checkpoint:
         return read_config(self._folder("transformer") / "config.json", TransformerConfig)
 
 
-def open_checkpoint(ref: str) -> Checkpoint:
+def open_checkpoint(ref: str) -> Checkpoint | SingleFileCheckpoint:
     resolved = resolve(ref)
     path = resolved.path
     if path.is_file():
         if path.suffix == ".safetensors":
-            raise CheckpointError(
-                f"checkpoint {ref!r}: single-file (original Lightricks) checkpoints are not supported yet; "
-                "use the diffusers-layout repo of the release"
-            )
+            return SingleFileCheckpoint(ref, resolved)
         raise CheckpointError(f"checkpoint {ref!r}: {path.name} is not a safetensors file or a diffusers folder")
     if not ((path / "model_index.json").is_file() or (path / "transformer").is_dir() or (path / "latent_upsampler").is_dir()
             or (path / "config.json").is_file()):
