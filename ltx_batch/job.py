@@ -234,10 +234,14 @@ def _checkpoint_path(ref: str | None) -> str | None:
 def pipeline_default(checkpoint: str) -> str:
     """``base`` for a checkpoint whose scheduler uses dynamic shifting (0.9.0/0.9.1), else ``condition``."""
     from .weights.checkpoint import open_checkpoint
-    from .weights.resolve import hub_scheduler_config, is_hub_folder_ref
+    from .weights.resolve import hub_scheduler_config, is_hub_file_ref, is_hub_folder_ref
+    from .weights.single_file import hub_file_scheduler_config
 
-    if is_hub_folder_ref(checkpoint):  # read one small JSON, not the whole repo, on the driver
+    # on the driver, read one small JSON or a file header, never the weights
+    if is_hub_folder_ref(checkpoint):
         config = hub_scheduler_config(checkpoint)
+    elif is_hub_file_ref(checkpoint):
+        config = hub_file_scheduler_config(checkpoint)
     else:
         config = open_checkpoint(checkpoint).scheduler_config()
     return "base" if config.use_dynamic_shifting else "condition"
@@ -273,14 +277,18 @@ def load_job(
     raw_recipe = {k: v for k, v in (data.get("recipe") or {}).items() if not (k == "pipeline" and v is None)}
     preset_recipe: dict = {}
     preset_defaults: dict = {}
-    checkpoint, upsampler = model.checkpoint, model.upsampler
+    checkpoint, upsampler, text_encoder = model.checkpoint, model.upsampler, model.text_encoder
     if model.preset is not None:
         preset = get_preset(model.preset)
         preset_recipe, preset_defaults = preset.recipe, preset.defaults
         checkpoint = checkpoint or preset.checkpoint
         upsampler = upsampler or preset.upsampler
+        text_encoder = text_encoder or preset.text_encoder
     if checkpoint is None:
         raise SpecError("model: set model.preset or model.checkpoint")
+    if checkpoint.split("@")[0].endswith(".safetensors") and text_encoder is None:
+        raise SpecError("model.text_encoder: a single-file checkpoint carries no T5; name a folder or hub repo with "
+                        "text_encoder/ + tokenizer/ (e.g. PixArt-alpha/PixArt-XL-2-1024-MS)")
     if upsampler is not None and upsampler.lower() == "none":
         upsampler = None
     recipe = merge(preset_recipe, raw_recipe)
@@ -295,9 +303,8 @@ def load_job(
     recipe = merge(base_defaults, recipe)
 
     raw_model = dict(data.get("model") or {})
-    raw_model.update(checkpoint=_checkpoint_path(checkpoint), upsampler=_checkpoint_path(upsampler))
-    for key in ("text_encoder", "vae"):
-        raw_model[key] = _checkpoint_path(raw_model.get(key))
+    raw_model.update(checkpoint=_checkpoint_path(checkpoint), upsampler=_checkpoint_path(upsampler),
+                     text_encoder=_checkpoint_path(text_encoder), vae=_checkpoint_path(raw_model.get("vae")))
     if isinstance(raw_model.get("loras"), list):
         raw_model["loras"] = [{**lo, "path": _checkpoint_path(lo.get("path"))} if isinstance(lo, dict) else lo
                               for lo in raw_model["loras"]]  # fmt: skip

@@ -15,14 +15,20 @@ from ..weights.checkpoint import Checkpoint, open_checkpoint
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple, object] = {}
-_CHECKPOINTS: dict[str, Checkpoint] = {}
+_CHECKPOINTS: dict[tuple, Checkpoint] = {}
 
 
-def checkpoint(ref: str) -> Checkpoint:
+# The folders of a diffusers-layout repo each component reads (hub downloads fetch only these).
+PARTS = {"text_encoder": ("text_encoder", "tokenizer"), "transformer": ("transformer", "scheduler"),
+         "vae": ("vae",), "upsampler": ("latent_upsampler",), "scheduler": ("scheduler",)}  # fmt: skip
+
+
+def checkpoint(ref: str, kind: str | None = None) -> Checkpoint:
+    key = (ref, kind)
     with _LOCK:
-        if ref not in _CHECKPOINTS:
-            _CHECKPOINTS[ref] = open_checkpoint(ref)
-        return _CHECKPOINTS[ref]
+        if key not in _CHECKPOINTS:
+            _CHECKPOINTS[key] = open_checkpoint(ref, PARTS.get(kind))
+        return _CHECKPOINTS[key]
 
 
 def component_ref(job: Job, kind: str) -> str:
@@ -45,7 +51,7 @@ def load(job: Job, kind: str, *, dtype: torch.dtype, device: torch.device):
     with _LOCK:
         model = _MODELS.get(key)
     if model is None:
-        ckpt = checkpoint(ref)
+        ckpt = checkpoint(ref, kind)
         model = getattr(ckpt, f"load_{kind}")(dtype=dtype, device=device)
         with _LOCK:
             model = _MODELS.setdefault(key, model)

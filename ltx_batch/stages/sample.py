@@ -51,7 +51,7 @@ class _SampleStage(Stage):
     def setup(self) -> None:
         self.transformer = models.load(self.job, "transformer", dtype=self.dtype, device=self.device)
         self.vae = models.load(self.job, "vae", dtype=self.dtype, device=self.device)
-        self.scheduler = models.checkpoint(self.job.model.checkpoint).scheduler_config()
+        self.scheduler = models.checkpoint(self.job.model.checkpoint, "scheduler").scheduler_config()
 
     def params(self) -> SamplingParams:
         r = self.job.recipe

@@ -83,8 +83,9 @@ class Checkpoint:
         return read_config(self._folder("transformer") / "config.json", TransformerConfig)
 
 
-def open_checkpoint(ref: str) -> Checkpoint | SingleFileCheckpoint:
-    resolved = resolve(ref)
+def open_checkpoint(ref: str, parts: tuple[str, ...] | None = None) -> Checkpoint | SingleFileCheckpoint:
+    """``parts``: the component folders needed (hub downloads fetch only those); None: all of them."""
+    resolved = resolve(ref, parts)
     path = resolved.path
     if path.is_file():
         if path.suffix == ".safetensors":

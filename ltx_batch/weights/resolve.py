@@ -61,8 +61,12 @@ def local_digest(path: Path) -> str:
     return "local-" + h.hexdigest()[:16]
 
 
-def resolve(ref: str) -> Resolved:
-    """A local path for ``ref`` (see the module docstring). Raises CheckpointError (a ValueError) naming ``ref``."""
+def resolve(ref: str, parts: tuple[str, ...] | None = None) -> Resolved:
+    """A local path for ``ref`` (see the module docstring). Raises CheckpointError (a ValueError) naming ``ref``.
+
+    ``parts`` limits a hub download to those component folders (a text-encode actor needs ``text_encoder``
+    and ``tokenizer`` only; a 13B repo's transformer is tens of GB it never reads).
+    """
     if not isinstance(ref, str) or not ref.strip():  # Path("") is the current folder: never a checkpoint
         raise CheckpointError(f"checkpoint {ref!r}: empty reference; name a preset, a folder, a file or a hub repo id")
     if ref in DEBUG_NAMES:
@@ -76,11 +80,11 @@ def resolve(ref: str) -> Resolved:
     if local.exists():
         return Resolved(local.resolve(), local_digest(local))
     if _HUB_ID.match(ref) and not ref.startswith((".", "/")):
-        return _from_hub(ref)
+        return _from_hub(ref, parts)
     raise CheckpointError(f"checkpoint {ref!r}: no such file or folder, and not a hub repo id (org/name[@revision])")
 
 
-def _from_hub(ref: str) -> Resolved:
+def _from_hub(ref: str, parts: tuple[str, ...] | None = None) -> Resolved:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -90,6 +94,8 @@ def _from_hub(ref: str) -> Resolved:
         parts = repo.split("/")
         repo, file = "/".join(parts[:2]), "/".join(parts[2:])
         kwargs["allow_patterns"] = [file]
+    elif parts:
+        kwargs["allow_patterns"] = ["*.json", *(f"{p}/*" for p in parts)]
     else:
         kwargs["allow_patterns"] = _HUB_PATTERNS
     with node_lock("hub:" + ref):
@@ -103,7 +109,7 @@ def _from_hub(ref: str) -> Resolved:
                 f"{' at ' + revision if revision else ''} is unavailable: {type(e).__name__}: {str(e).splitlines()[0]}"
             ) from e
     path = Path(folder)
-    if "allow_patterns" in kwargs and len(kwargs["allow_patterns"]) == 1:
+    if repo != ref.partition("@")[0]:  # a single file of the repo
         path = path / kwargs["allow_patterns"][0]
         if not path.is_file():  # snapshot_download matches patterns: a missing file downloads nothing
             raise ValueError(f"checkpoint {ref!r}: hub repo {repo!r} has no file {kwargs['allow_patterns'][0]!r}")
@@ -162,6 +168,13 @@ def is_hub_folder_ref(ref: str) -> bool:
     if ref in DEBUG_NAMES or "://" in ref or Path(ref).expanduser().exists():
         return False
     return bool(_HUB_ID.match(ref)) and ref.partition("@")[0].count("/") == 1
+
+
+def is_hub_file_ref(ref: str) -> bool:
+    """A hub reference to one file of a repo (``org/name/file.safetensors[@rev]``), not a local path."""
+    if ref in DEBUG_NAMES or "://" in ref or Path(ref).expanduser().exists():
+        return False
+    return bool(_HUB_ID.match(ref)) and ref.partition("@")[0].count("/") > 1
 
 
 def hub_scheduler_config(ref: str):
