@@ -137,10 +137,27 @@ def cmd_manifest(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    """The job, then its manifest (schema and every row), as ``run`` would see them; renders nothing."""
+    from .io.manifest import manifest_base, read_manifest
+    from .io.rows import RowError, validate_row
+
     job = _load(args)
     print(json.dumps(job.to_dict(), indent=2, default=str))
     print(f"job {job.name!r} is valid", file=sys.stderr)
-    return EXIT_OK
+    if not job.input:
+        return EXIT_OK
+    rows = read_manifest(job.input, job.storage_options)
+    defaults = {"width": job.defaults.width, "height": job.defaults.height, "num_frames": job.defaults.num_frames}
+    bad = []
+    for raw in rows:
+        try:
+            validate_row(raw, defaults=defaults, frame_rate=job.recipe.frame_rate, base_uri=manifest_base(job.input))
+        except RowError as e:
+            bad.append((raw.get("id"), str(e)))
+    print(f"manifest {job.input}: {len(rows)} rows, {len(rows) - len(bad)} valid, {len(bad)} invalid", file=sys.stderr)
+    for row_id, err in bad[:50]:
+        print(f"  {row_id!r}: {err}", file=sys.stderr)
+    return EXIT_FAILED_ROWS if bad else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", dest="run_id", help="a specific run (default: the latest)")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("validate", help="check a job spec (renders nothing)")
+    p = sub.add_parser("validate", help="check a job and its manifest (renders nothing); exit 3 if rows are invalid")
     _job_args(p)
     p.set_defaults(func=cmd_validate)
     return parser

@@ -28,7 +28,7 @@ def model_identity(job: Job) -> dict:
     return {
         **{k: v for k, v in refs.items() if v is not None},
         "revisions": {k: _revision(v) for k, v in refs.items() if v is not None},
-        "loras": [{"path": lora.path, "scale": lora.scale} for lora in m.loras],
+        "loras": [{"path": lora.path, "scale": lora.scale, "revision": _revision(lora.path)} for lora in m.loras],
         "dtype": m.dtype,
         "weight_dtype": m.weight_dtype,
     }

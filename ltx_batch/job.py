@@ -15,10 +15,12 @@ from typing import Any, Literal
 
 import yaml
 
+from .models.vae import DecodeTiling
 from .spec import SpecError, merge, parse_dataclass, set_path
 from .weights.presets import get_preset
 
 STAGES = ("text_encode", "base_sample", "latent_upsample", "refine", "decode")
+WEIGHT_DTYPES = ("float8_e4m3fn", "float8_e5m2")  # model.weight_dtype: storage of the transformer's Linear weights
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,7 +37,7 @@ class ModelSpec:
     text_encoder: str | None = None  # folder/hub repo with text_encoder/ + tokenizer/, or a T5 model itself
     vae: str | None = None  # VAE override
     loras: tuple[LoraSpec, ...] = ()
-    weight_dtype: str | None = None  # storage dtype for linear weights, e.g. float8_e4m3fn
+    weight_dtype: str | None = None  # storage dtype of the transformer's Linear weights: WEIGHT_DTYPES
     dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"  # compute dtype
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -86,6 +88,7 @@ class Recipe:
     max_sequence_length: int = 256  # condition pipeline 256, base pipeline 128 (diffusers' defaults)
     frame_rate: float = 25.0
     multiscale: MultiscaleRecipe = field(default_factory=MultiscaleRecipe)
+    vae_tiling: DecodeTiling | None = None  # tiled decode (diffusers' vae.enable_tiling()); None: whole frames
 
     def __post_init__(self) -> None:
         _check_steps("recipe", self.num_inference_steps, self.timesteps)
@@ -231,6 +234,13 @@ def _checkpoint_path(ref: str | None) -> str | None:
     return ref
 
 
+def _lora_ref_ok(ref: str) -> bool:
+    from .weights.resolve import is_hub_file_ref, is_hub_folder_ref
+
+    local = Path(ref).expanduser()
+    return bool(ref.strip()) and ("://" in ref or local.exists() or is_hub_folder_ref(ref) or is_hub_file_ref(ref))
+
+
 def pipeline_default(checkpoint: str) -> str:
     """``base`` for a checkpoint whose scheduler uses dynamic shifting (0.9.0/0.9.1), else ``condition``."""
     from .weights.checkpoint import open_checkpoint
@@ -238,6 +248,8 @@ def pipeline_default(checkpoint: str) -> str:
     from .weights.single_file import hub_file_scheduler_config
 
     # on the driver, read one small JSON or a file header, never the weights
+    if checkpoint.split("@")[0].endswith(".gguf"):
+        return "condition"  # a GGUF file carries no scheduler: the 0.9.5+ flow-match defaults (weights/gguf.py)
     if is_hub_folder_ref(checkpoint):
         config = hub_scheduler_config(checkpoint)
     elif is_hub_file_ref(checkpoint):
@@ -269,11 +281,12 @@ def load_job(
         if data.get(key) is not None and not isinstance(data[key], kind):
             raise SpecError(f"{key}: expected {'a string' if kind is str else 'a mapping'}, got {data[key]!r}")
     model = parse_dataclass(ModelSpec, data.get("model"), "model")
-    # Keys of the contract whose loaders are not built yet fail loudly instead of being ignored.
-    if model.loras:
-        raise SpecError("model.loras: LoRA adapters are not supported yet; remove them to render without")
-    if model.weight_dtype is not None:
-        raise SpecError("model.weight_dtype: fp8 weight storage is not supported yet; remove it to use model.dtype")
+    if model.weight_dtype is not None and model.weight_dtype not in WEIGHT_DTYPES:
+        raise SpecError(f"model.weight_dtype: expected null or one of {list(WEIGHT_DTYPES)}, got {model.weight_dtype!r}")
+    for i, lora in enumerate(model.loras):
+        if not _lora_ref_ok(lora.path):
+            raise SpecError(f"model.loras[{i}].path: {lora.path!r} is no local file or folder, URL or hub repo id "
+                            "(org/name or org/name/file.safetensors)")  # fmt: skip
     raw_recipe = {k: v for k, v in (data.get("recipe") or {}).items() if not (k == "pipeline" and v is None)}
     preset_recipe: dict = {}
     preset_defaults: dict = {}
@@ -286,6 +299,11 @@ def load_job(
         text_encoder = text_encoder or preset.text_encoder
     if checkpoint is None:
         raise SpecError("model: set model.preset or model.checkpoint")
+    if checkpoint.split("@")[0].endswith(".gguf"):
+        absent = [k for k, v in (("model.vae", model.vae), ("model.text_encoder", text_encoder)) if v is None]
+        if absent:
+            raise SpecError(f"{', '.join(absent)}: a GGUF checkpoint holds only the transformer; name a folder, hub "
+                            "repo or single file for the VAE, and one with text_encoder/ + tokenizer/ for the T5")
     if checkpoint.split("@")[0].endswith(".safetensors") and text_encoder is None:
         raise SpecError("model.text_encoder: a single-file checkpoint carries no T5; name a folder or hub repo with "
                         "text_encoder/ + tokenizer/ (e.g. PixArt-alpha/PixArt-XL-2-1024-MS)")

@@ -31,6 +31,7 @@ from .io.rows import RowError, validate_row
 from .io.storage import Storage
 from .job import Job
 from .pools import resources
+from .report import write_report
 from .stages.decode import DecodeStage
 from .stages.fused import fuse
 from .stages.records import failed_record, new_record
@@ -249,4 +250,8 @@ def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, ru
             ray.kill(attempts)
     summary.seconds = time.monotonic() - start
     write_results(storage, job, summary, results)
+    try:
+        write_report(storage, summary)  # report.html: gallery, stage timings, failures
+    except OSError as e:  # the results are written; a report that cannot be is not a failed run
+        log.warning("report.html not written: %s", e)
     return summary

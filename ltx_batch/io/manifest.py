@@ -38,6 +38,12 @@ class ManifestError(SpecError):
     """The manifest as a whole is unusable (exit 2); the message names the problem."""
 
 
+def parquet_from_bytes(data: bytes) -> pa.Table:
+    """Parquet bytes -> table. Read from an Arrow buffer, not a Python file object: with torch loaded, pyarrow's
+    Python-file reader leaves a thread that aborts the interpreter at exit ("terminate called ...")."""
+    return pq.read_table(pa.BufferReader(data))
+
+
 def manifest_base(url: str) -> str:
     """The folder relative condition URIs resolve against."""
     return posixpath.dirname(url.rstrip("/"))
@@ -49,7 +55,7 @@ def read_manifest(url: str, storage_options: dict | None = None) -> list[dict[st
 
     try:
         with fsspec.open(url, "rb", **(storage_options or {})) as fh:
-            table = pq.read_table(fh)
+            table = parquet_from_bytes(fh.read())
     except FileNotFoundError:
         raise ManifestError(f"input: manifest {url!r} not found") from None
     except (pa.ArrowInvalid, OSError) as e:

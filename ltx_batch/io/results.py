@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .manifest import RESULTS_SCHEMA
+from .manifest import RESULTS_SCHEMA, parquet_from_bytes
 from .storage import Storage
 
 
@@ -73,7 +73,7 @@ def read_results(storage: Storage, run_id: str | None = None) -> tuple[str, list
     if not names:
         raise FileNotFoundError(f"no results under {storage.url('results')}")
     name = f"{run_id}.parquet" if run_id else names[-1]
-    table = pq.read_table(io.BytesIO(storage.read_bytes(f"results/{name}")))
+    table = parquet_from_bytes(storage.read_bytes(f"results/{name}"))
     rows = table.to_pylist()
     for r in rows:
         r["paths"] = dict(r["paths"] or [])

@@ -14,6 +14,7 @@ Contract:
   * ``rope``: ``(cos, sin)`` from ``ltx_batch.models.rope.rope_tables``, built once per shape by the caller;
   * returns (B, S, out_channels): the velocity prediction, in the model's dtype.
 - No host syncs and no branching on tensor values inside ``forward``.
+- Inference only: the blocks update activations in place (run it under ``torch.inference_mode()``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ltx_batch.models.config import config_from_dict
+from ltx_batch.models.rope import rope_phasors
 from ltx_batch.models.transformer_blocks import AdaLayerNormSingle, CaptionProjection, TransformerBlock
 
 # Final LayerNorm epsilon: hard-coded in the reference, not part of the checkpoint config.
@@ -147,12 +149,13 @@ class LTXVideoTransformer(nn.Module):
             # -10000 additive bias whenever a row keeps at least one token (exp underflows to 0 either way).
             mask = encoder_attention_mask.bool()[:, None, None, :]
 
+        phasors = rope_phasors(*rope)  # once per forward: every block rotates q and k with it
         for block in self.transformer_blocks:
-            x = block(x, context, temb, rope, mask)
+            x = block(x, context, temb, phasors, mask)
 
         # (2, D) + (B, T, 1, D) -> shift, scale each (B, T, D)
         shift, scale = (self.scale_shift_table + embedded_timestep[:, :, None]).unbind(dim=2)
-        x = self.norm_out(x) * (1 + scale) + shift
+        x = torch.addcmul(shift, self.norm_out(x), 1 + scale, out=x)
         return self.proj_out(x)  # (B, S, D) -> (B, S, out)
 
 

@@ -4,7 +4,12 @@ Attribute names reproduce diffusers' module tree (``to_out.0``, ``ff.net.0.proj`
 ``time_embed.emb.timestep_embedder.linear_1`` ...) so a diffusers state dict loads with an identity key map.
 Numerics follow diffusers 0.42 (``LTXVideoTransformerBlock``, ``LTXAttention``, ``AdaLayerNormSingle``);
 the speed-relevant differences are only in how the same maths is dispatched: SDPA with a boolean (or no)
-cross-attention mask, and RoPE tables passed in instead of rebuilt.
+cross-attention mask, RoPE tables passed in instead of rebuilt and applied as one complex multiply, RMSNorm
+statistics reduced without a float32 copy, and norms, modulation, gates and residuals applied in place
+(no fresh activation-sized buffers: on CPUs each one costs page faults).
+
+Inference only: blocks overwrite their intermediate activations (the sampler runs under
+``torch.inference_mode()``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltx_batch.models.rope import apply_rope
+from ltx_batch.models.rope import rotate
 
 # Width of the sinusoidal timestep features (PixArt-alpha's adaLN-single; fixed by the checkpoints).
 TIMESTEP_FEATURES = 256
@@ -34,6 +39,48 @@ def timestep_features(timestep: Tensor, channels: int = TIMESTEP_FEATURES, max_p
     exponent = exponent / half
     args = timestep[:, None].float() * torch.exp(exponent)[None, :]  # (N, half)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+# PyTorch's oneDNN linear (the kernel torch.compile's CPU backend emits). Eager ``nn.Linear`` runs float32
+# through MKL's sgemm, which on AMD CPUs is ~15% slower than oneDNN's; this op also fuses the feed-forward
+# GELU into the matmul. CPU-only and inference-only; set ``ONEDNN_CPU_LINEAR = False`` to use plain eager
+# ``nn.Linear`` everywhere (bench/models.py reports both).
+_ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+ONEDNN_CPU_LINEAR = True
+
+
+def linear(layer: nn.Linear, x: Tensor, *, gelu: bool = False) -> Tensor:
+    """``layer(x)``, followed by tanh-approximated GELU when ``gelu``; through oneDNN on CPU when possible."""
+    if (
+        ONEDNN_CPU_LINEAR
+        and _ONEDNN_LINEAR is not None
+        and x.device.type == "cpu"
+        and type(layer) is nn.Linear  # anything else (a quantised or wrapped layer) runs its own forward
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and layer.weight.dtype == x.dtype
+        and not torch.is_grad_enabled()  # the op has no backward
+    ):
+        return _ONEDNN_LINEAR(x, layer.weight, layer.bias, "gelu" if gelu else "none", [], "tanh" if gelu else "")
+    y = layer(x)
+    # In place: the feed-forward's 4x-wide hidden activation is the largest buffer of a block.
+    return torch.ops.aten.gelu_(y, approximate="tanh") if gelu else y
+
+
+def rms_scale(x: Tensor, eps: float) -> Tensor:
+    """``1 / sqrt(mean(x**2, -1) + eps)`` as float32 ``(..., 1)``, reduced without a float32 copy of ``x``."""
+    ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_().div_(x.shape[-1])
+    return ms.add_(eps).rsqrt_()
+
+
+def rms_norm(x: Tensor, eps: float) -> Tensor:
+    """RMSNorm without affine into a new tensor of ``x``'s dtype; the product runs in float32 (rounded once),
+    as diffusers' ``RMSNorm`` and ``torch.nn.RMSNorm`` do."""
+    return torch.mul(x, rms_scale(x, eps), out=torch.empty_like(x))
+
+
+def modulate_(h: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """``h * (1 + scale) + shift`` written into ``h``."""
+    return torch.addcmul(shift, h, 1 + scale, out=h)
 
 
 class TimestepMLP(nn.Module):
@@ -74,7 +121,7 @@ class CaptionProjection(nn.Module):
         self.linear_2 = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+        return linear(self.linear_2, linear(self.linear_1, x, gelu=True))
 
 
 class Attention(nn.Module):
@@ -93,25 +140,31 @@ class Attention(nn.Module):
         # A list so the key is ``to_out.0`` as in diffusers (whose index 1 is a parameterless dropout).
         self.to_out = nn.ModuleList([nn.Linear(inner, dim, bias=out_bias)])
 
+    @staticmethod
+    def _norm_(x: Tensor, norm: nn.RMSNorm) -> Tensor:
+        # torch.nn.RMSNorm's rounding: (x * rms scale) in float32, rounded to x's dtype, then times the weight.
+        return x.mul_(rms_scale(x, norm.eps)).mul_(norm.weight)
+
     def forward(
         self,
         x: Tensor,
         context: Tensor | None = None,
-        rope: tuple[Tensor, Tensor] | None = None,
+        phasors: Tensor | None = None,
         mask: Tensor | None = None,
     ) -> Tensor:
+        """``phasors`` from ``rope_phasors`` (self-attention); ``mask`` (B, 1, 1, L) bool (cross-attention)."""
         kv = x if context is None else context
-        q = self.norm_q(self.to_q(x))
-        k = self.norm_k(self.to_k(kv))
-        v = self.to_v(kv)
-        if rope is not None:
-            q = apply_rope(q, *rope)
-            k = apply_rope(k, *rope)
-        # (B, S, H*Dh) -> (B, H, S, Dh)
+        q = self._norm_(linear(self.to_q, x), self.norm_q)
+        k = self._norm_(linear(self.to_k, kv), self.norm_k)
+        v = linear(self.to_v, kv)
+        if phasors is not None:
+            q = rotate(q, phasors)
+            k = rotate(k, phasors)
+        # (B, S, H*Dh) -> (B, H, S, Dh), a view; SDPA's output (B, H, S, Dh) is laid out as (B, S, H, Dh)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         # (B, H, S, Dh) -> (B, S, H*Dh)
-        return self.to_out[0](out.transpose(1, 2).flatten(2))
+        return linear(self.to_out[0], out.transpose(1, 2).flatten(2))
 
 
 class _GeluProjection(nn.Module):
@@ -122,7 +175,7 @@ class _GeluProjection(nn.Module):
         self.proj = nn.Linear(dim, inner)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(self.proj(x), approximate="tanh")
+        return linear(self.proj, x, gelu=True)
 
 
 class FeedForward(nn.Module):
@@ -135,9 +188,7 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([_GeluProjection(dim, inner), nn.Identity(), nn.Linear(inner, dim)])
 
     def forward(self, x: Tensor) -> Tensor:
-        for layer in self.net:
-            x = layer(x)
-        return x
+        return linear(self.net[2], self.net[0](x))
 
 
 class TransformerBlock(nn.Module):
@@ -175,16 +226,22 @@ class TransformerBlock(nn.Module):
         x: Tensor,
         context: Tensor,
         temb: Tensor,
-        rope: tuple[Tensor, Tensor],
+        phasors: Tensor,
         context_mask: Tensor | None,
     ) -> Tensor:
-        """``x`` (B, S, D); ``context`` (B, L, D); ``temb`` (B, T, 6*D) with T = 1 or S; mask (B, 1, 1, L) bool."""
+        """``x`` (B, S, D), updated in place and returned; ``context`` (B, L, D); ``temb`` (B, T, 6*D) with
+        T = 1 or S; ``phasors`` from ``rope_phasors``; mask (B, 1, 1, L) bool."""
         # (B, T, 6*D) -> (B, T, 6, D) -> six (B, T, D)
         ada = self.scale_shift_table + temb.unflatten(-1, (6, -1))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(dim=2)
 
-        h = self.norm1(x) * (1 + scale_msa) + shift_msa
-        x = x + self.attn1(h, rope=rope) * gate_msa
-        x = x + self.attn2(x, context=context, mask=context_mask)
-        h = self.norm2(x) * (1 + scale_mlp) + shift_mlp
-        return x + self.ff(h) * gate_mlp
+        h = modulate_(self._pre_norm(x, self.norm1), scale_msa, shift_msa)
+        x.addcmul_(self.attn1(h, phasors=phasors), gate_msa)
+        x.add_(self.attn2(x, context=context, mask=context_mask))
+        h = modulate_(self._pre_norm(x, self.norm2), scale_mlp, shift_mlp)
+        return x.addcmul_(self.ff(h), gate_mlp)
+
+    @staticmethod
+    def _pre_norm(x: Tensor, norm: nn.RMSNorm) -> Tensor:
+        h = rms_norm(x, norm.eps)
+        return h if norm.weight is None else h.mul_(norm.weight)

@@ -39,14 +39,37 @@ LEGACY_DOWN = "LTXVideoDownBlock3D"  # 0.9.0/0.9.1: conv downsampling, width cha
 DOWN_095 = "LTXVideo095DownBlock3D"  # 0.9.5+: space-to-depth downsampling that changes the width
 
 
-def rms_norm_channels(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def _channel_mean_square(x: torch.Tensor) -> torch.Tensor:
+    """mean(x**2) over dim 1 as float32 ``(B, 1, ...)``, without a float32 copy of ``x``.
+
+    CUDA: one ``vector_norm`` reduction. CPU: ``vector_norm`` over a strided dim is ~10x slower than an
+    elementwise pass there, so channels are summed in groups of about 2**20 elements, which bounds the
+    temporary and keeps the accumulator cache-resident.
+    """
+    c = x.shape[1]
+    if x.device.type != "cpu":
+        return torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32).square_().div_(c)
+    group = max(1, min(c, (1 << 20) // max(1, x[:, :1].numel())))
+    if group == 1:  # large frames: stream channels one at a time into the accumulator
+        acc = torch.zeros_like(x[:, :1], dtype=torch.float32)
+        for chunk in x.split(1, dim=1):
+            acc.addcmul_(chunk, chunk)
+        return acc.div_(c)
+    acc = None
+    for chunk in x.split(group, dim=1):
+        part = (chunk.float().square_() if chunk.dtype != torch.float32 else chunk.square()).sum(1, keepdim=True)
+        acc = part if acc is None else acc.add_(part)
+    return acc.div_(c)
+
+
+def rms_norm_channels(x: torch.Tensor, eps: float = 1e-8, *, inplace: bool = False) -> torch.Tensor:
     """RMS norm over the channel dim without moving channels last (diffusers' RMSNorm, no affine).
 
     The statistic is reduced in float32 without materialising a float32 copy of ``x``; in bf16 the scale is
-    rounded before the multiply, which keeps the output in one low-precision pass.
+    rounded before the multiply, which keeps the output in one low-precision pass. ``inplace`` overwrites ``x``.
     """
-    sq = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32).square_().div_(x.shape[1])
-    return x * torch.rsqrt(sq.add_(eps)).to(x.dtype)
+    scale = _channel_mean_square(x).add_(eps).rsqrt_().to(x.dtype)
+    return x.mul_(scale) if inplace else x * scale
 
 
 def timestep_sinusoids(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -159,13 +182,13 @@ class ResnetBlock3d(nn.Module):
             # temb (B, 4*C, 1, 1, 1) -> 4 x (B, C, 1, 1, 1)
             ada = temb.unflatten(1, (4, -1)) + self.scale_shift_table[None, :, :, None, None, None]
             shift1, scale1, shift2, scale2 = ada.unbind(1)
-            h = torch.addcmul(shift1, h, 1 + scale1)
+            h = torch.addcmul(shift1, h, 1 + scale1, out=h)
         h = self.conv1(F.silu(h, inplace=True))
         if self.per_channel_scale1 is not None:
             h.add_(_spatial_noise(h, self.per_channel_scale1, generator))
-        h = rms_norm_channels(h)
+        h = rms_norm_channels(h, inplace=True)
         if self.scale_shift_table is not None:
-            h = torch.addcmul(shift2, h, 1 + scale2)
+            h = torch.addcmul(shift2, h, 1 + scale2, out=h)
         h = self.conv2(F.silu(h, inplace=True))
         if self.per_channel_scale2 is not None:
             h.add_(_spatial_noise(h, self.per_channel_scale2, generator))

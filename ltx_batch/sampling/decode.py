@@ -24,8 +24,12 @@ def decode_frames(
     decode_noise_scale: float | None,
     dtype: torch.dtype,
     injection_generators: list[torch.Generator] | None = None,
+    tiling=None,
 ) -> torch.Tensor:
-    """Normalised latents (B, C, F, H, W) -> frames (B, F', H', W', 3) float32 in [0, 1], on the CPU."""
+    """Normalised latents (B, C, F, H, W) -> frames (B, F', H', W', 3) float32 in [0, 1], on the CPU.
+
+    ``tiling``: a ``models.vae.DecodeTiling`` to decode in overlapping tiles (memory), or None.
+    """
     device = vae.latents_mean.device
     z = vae.denormalize_latents(latents.to(device=device, dtype=torch.float32)).to(dtype)
     timestep = None
@@ -44,9 +48,9 @@ def decode_frames(
         # the injected noise is drawn for the whole batch at once: decode rows one by one to keep each
         # row's stream independent of its batch-mates
         video = torch.cat([vae.decode(z[i : i + 1], None if timestep is None else timestep[i : i + 1],
-                                      generator=g) for i, g in enumerate(injection_generators)])  # fmt: skip
+                                      generator=g, tiling=tiling) for i, g in enumerate(injection_generators)])  # fmt: skip
     else:
-        video = vae.decode(z, timestep)
+        video = vae.decode(z, timestep, tiling=tiling)
     # (B, 3, F, H, W) in [-1, 1] -> (B, F, H, W, 3) in [0, 1], as diffusers' postprocess_video("np")
     frames = (video / 2 + 0.5).clamp(0, 1)
     return frames.permute(0, 2, 3, 4, 1).float().cpu()

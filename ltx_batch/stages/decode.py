@@ -32,7 +32,10 @@ class DecodeStage(Stage):
     def setup(self) -> None:
         self.vae = models.load(self.job, "vae", dtype=self.dtype, device=self.device)
         self.storage = Storage(self.job.output, self.job.storage_options)
+        self.tiling = self.job.recipe.vae_tiling
         self.model = model_identity(self.job)
+        # the snapshot actually used (a hub commit for unpinned references), beside the requested identity
+        self.model["resolved"] = models.checkpoint(models.component_ref(self.job, "vae"), "vae").revision
 
     def process(self, records) -> None:
         for record in records:
@@ -45,7 +48,7 @@ class DecodeStage(Stage):
         frames = decode_frames(
             self.vae, latents, [restore_generator(record[GENERATOR])], decode_timestep=recipe.decode_timestep,
             decode_noise_scale=recipe.decode_noise_scale, dtype=self.dtype,
-            injection_generators=[torch.Generator().manual_seed(row.seed)],
+            injection_generators=[torch.Generator().manual_seed(row.seed)], tiling=self.tiling,
         )[0].numpy()  # fmt: skip
         frames = resize_frames(frames, row.width, row.height)
         sizes = {"base": list(pass_size(self.job, row, refine=False))}

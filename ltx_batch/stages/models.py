@@ -1,18 +1,24 @@
 """Per-process model cache: a component loads once per actor (or once per ``render`` process).
 
 Stages that share a model in one process (base sample and refine share the transformer and VAE when
-fused, or in ``ltx-batch render``) get the same instance instead of a second copy.
+fused, or in ``ltx-batch render``) get the same instance instead of a second copy. The transformer is
+loaded with the job's weight storage (``model.weight_dtype``) and LoRAs (``model.loras``), which are part of
+its cache key: another LoRA set is another model.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import torch
 
 from ..job import Job
+from ..models.quant import FLOAT8, parameter_bytes
 from ..weights.checkpoint import Checkpoint, open_checkpoint
+from ..weights.lora import apply_loras
 
+log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 _MODELS: dict[tuple, object] = {}
 _CHECKPOINTS: dict[tuple, Checkpoint] = {}
@@ -48,13 +54,31 @@ def component_ref(job: Job, kind: str) -> str:
 def load(job: Job, kind: str, *, dtype: torch.dtype, device: torch.device):
     ref = component_ref(job, kind)
     key = (kind, ref, dtype, str(device))
+    if kind == "transformer":
+        key += (job.model.weight_dtype, tuple((lora.path, lora.scale) for lora in job.model.loras))
     with _LOCK:
         model = _MODELS.get(key)
     if model is None:
         ckpt = checkpoint(ref, kind)
-        model = getattr(ckpt, f"load_{kind}")(dtype=dtype, device=device)
+        if kind == "transformer":
+            model = _load_transformer(job, ckpt, dtype, device)
+        else:
+            model = getattr(ckpt, f"load_{kind}")(dtype=dtype, device=device)
         with _LOCK:
             model = _MODELS.setdefault(key, model)
+    return model
+
+
+def _load_transformer(job: Job, ckpt, dtype: torch.dtype, device: torch.device):
+    """The transformer with the job's Linear weight storage and LoRAs (merged, or side paths on fp8/GGUF)."""
+    m = job.model
+    storage = FLOAT8[m.weight_dtype] if m.weight_dtype else None
+    model = ckpt.load_transformer(dtype=dtype, device=device, weight_dtype=storage)
+    if m.loras:
+        apply_loras(model, [(lora.path, lora.scale) for lora in m.loras], dtype=dtype)
+    mem = parameter_bytes(model)
+    log.info("transformer %s: %.3f GiB of parameters (Linear weights %.3f GiB, LoRA side paths %.3f GiB)",
+             ckpt.ref, mem["total"] / 2**30, mem["linear_weights"] / 2**30, mem["lora"] / 2**30)  # fmt: skip
     return model
 
 

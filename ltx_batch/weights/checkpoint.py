@@ -4,7 +4,7 @@ Stages need different parts (the text stage only T5, the decode stage only the V
 loads on its own, in the actor that uses it. The format is decided once, here, from what the path holds:
 a diffusers-layout folder (``model_index.json`` or component subfolders) is a ``Checkpoint``; a ``.safetensors``
 file is an original Lightricks single file, a ``SingleFileCheckpoint`` (``single_file.py``, its own key table)
-with the same interface.
+with the same interface; a ``.gguf`` file is a quantised transformer alone, a ``GGUFCheckpoint`` (``gguf.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 from ..sampling.schedules import SchedulerConfig
 from .diffusers_layout import load_component, read_config
+from .gguf import GGUFCheckpoint
 from .resolve import Resolved, resolve
 from .single_file import SingleFileCheckpoint
 from .strict import CheckpointError
@@ -44,10 +45,12 @@ class Checkpoint:
     def scheduler_config(self) -> SchedulerConfig:
         return read_config(self._folder("scheduler") / "scheduler_config.json", SchedulerConfig)
 
-    def load_transformer(self, *, dtype: torch.dtype, device: torch.device | str = "cpu"):
+    def load_transformer(self, *, dtype: torch.dtype, device: torch.device | str = "cpu",
+                         weight_dtype: torch.dtype | None = None):  # fmt: skip
         from ..models.transformer import LTXVideoTransformer, TransformerConfig
 
-        return load_component(self._folder("transformer"), TransformerConfig, LTXVideoTransformer, dtype=dtype, device=device)
+        return load_component(self._folder("transformer"), TransformerConfig, LTXVideoTransformer, dtype=dtype,
+                              device=device, weight_dtype=weight_dtype)  # fmt: skip
 
     def load_vae(self, *, dtype: torch.dtype, device: torch.device | str = "cpu"):
         from ..models.vae import VAEConfig, VideoVAE
@@ -83,14 +86,17 @@ class Checkpoint:
         return read_config(self._folder("transformer") / "config.json", TransformerConfig)
 
 
-def open_checkpoint(ref: str, parts: tuple[str, ...] | None = None) -> Checkpoint | SingleFileCheckpoint:
+def open_checkpoint(ref: str, parts: tuple[str, ...] | None = None) -> Checkpoint | SingleFileCheckpoint | GGUFCheckpoint:
     """``parts``: the component folders needed (hub downloads fetch only those); None: all of them."""
     resolved = resolve(ref, parts)
     path = resolved.path
     if path.is_file():
         if path.suffix == ".safetensors":
             return SingleFileCheckpoint(ref, resolved)
-        raise CheckpointError(f"checkpoint {ref!r}: {path.name} is not a safetensors file or a diffusers folder")
+        if path.suffix == ".gguf":
+            return GGUFCheckpoint(ref, resolved)
+        raise CheckpointError(f"checkpoint {ref!r}: {path.name} is not a safetensors or GGUF file, nor a diffusers "
+                              "folder")  # fmt: skip
     if not ((path / "model_index.json").is_file() or (path / "transformer").is_dir() or (path / "latent_upsampler").is_dir()
             or (path / "config.json").is_file()):
         raise CheckpointError(f"checkpoint {ref!r}: {path} is not a diffusers-layout folder (no model_index.json)")

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from torch import nn
 
 from ..models.config import ConfigError
+from ..models.quant import float8_state_, use_float8
 from .strict import CheckpointError, build_on_meta, load_strict
 
 M = TypeVar("M", bound=nn.Module)
@@ -87,10 +88,18 @@ def load_component(
     *,
     dtype: torch.dtype | None,
     device: torch.device | str = "cpu",
+    weight_dtype: torch.dtype | None = None,
 ) -> M:
-    """Build ``model_factory(config_cls.from_dict(config.json))`` on meta and load the folder's weights."""
+    """Build ``model_factory(config_cls.from_dict(config.json))`` on meta and load the folder's weights.
+
+    ``weight_dtype`` (a float8 type): storage of the Linear weights (``models/quant.py``), cast on the CPU
+    before they reach ``device``, so the device never holds a wider copy."""
     folder = Path(folder)
     config = read_config(folder / "config.json", config_cls)
     model = build_on_meta(lambda: model_factory(config))
-    load_strict(model, read_safetensors(weight_files(folder)), what=str(folder), dtype=dtype, device=device)
+    state = read_safetensors(weight_files(folder))
+    keep = float8_state_(model, state, weight_dtype) if weight_dtype is not None else frozenset()
+    load_strict(model, state, what=str(folder), dtype=dtype, device=device, keep_dtype=keep.__contains__)
+    if weight_dtype is not None:
+        use_float8(model, weight_dtype)
     return model.eval().requires_grad_(False)

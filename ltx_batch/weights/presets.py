@@ -3,8 +3,10 @@
 A job names a preset (``model.preset``) or a bare checkpoint. A preset fills ``model.checkpoint``,
 ``model.upsampler`` and ``model.text_encoder`` and supplies recipe and row defaults; anything the job sets wins.
 Releases published only as original single files point at one file of the hub repo
-(``org/name/file.safetensors``); those carry no text encoder, so their presets name one (Lightricks' configs
-use PixArt-alpha/PixArt-XL-2-1024-MS's T5-XXL).
+(``org/name/file.safetensors``); those carry no text encoder, so their presets name one: the T5-XXL
+(google/t5-v1_1-xxl, the same for every release) in the ``text_encoder/`` + ``tokenizer/`` folders of
+Lightricks/LTX-Video's diffusers layout. Only those two folders are downloaded. Lightricks' own inference
+configs use PixArt-alpha/PixArt-XL-2-1024-MS's copy of the same model; either works as ``model.text_encoder``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ DISTILLED_REFINE_TIMESTEPS = [1000, 909, 725, 421, 0]
 UPSCALER_097 = "Lightricks/ltxv-spatial-upscaler-0.9.7"
 LTXV_FILES = "Lightricks/LTX-Video/"  # the hub repo holding the original single files
 UPSCALER_098_FILE = LTXV_FILES + "ltxv-spatial-upscaler-0.9.8.safetensors"
-T5_XXL = "PixArt-alpha/PixArt-XL-2-1024-MS"  # text_encoder/ + tokenizer/, as Lightricks' inference configs use
+T5_XXL = "Lightricks/LTX-Video"  # its text_encoder/ + tokenizer/ folders (safetensors, diffusers layout)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ _DISTILLED_MULTISCALE = {
     "guidance_scale": 1.0,
     "image_cond_noise_scale": 0.0,
     **_TIMESTEP_AWARE,
+    "vae_tiling": {"spatial": True},  # as diffusers' docs decode these releases (vae.enable_tiling())
     "multiscale": {
         "downscale": 0.6667,
         "adain_factor": 1.0,
@@ -51,7 +54,7 @@ _DISTILLED_098 = {**_DISTILLED_MULTISCALE,
                   "multiscale": {**_DISTILLED_MULTISCALE["multiscale"], "tone_map_compression_ratio": 0.6}}
 _DEV_13B_MULTISCALE = {
     "pipeline": "condition", "num_inference_steps": 30, "guidance_scale": 5.0, "guidance_rescale": 0.7,
-    "image_cond_noise_scale": 0.0, **_TIMESTEP_AWARE,
+    "image_cond_noise_scale": 0.0, **_TIMESTEP_AWARE, "vae_tiling": {"spatial": True},
     "multiscale": {"downscale": 0.6667, "refine": {"num_inference_steps": 10, "denoise_strength": 0.4,
                                                    "guidance_scale": 5.0, "guidance_rescale": 0.7}},
 }

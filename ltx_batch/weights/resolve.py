@@ -24,8 +24,9 @@ from filelock import FileLock
 from .strict import CheckpointError
 
 DEBUG_NAMES = ("ltxv-debug", "ltxv-debug-upsampler")
-# org/name, or org/name/path/file.safetensors for one file of a repo (the single-file releases), [@revision]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w./-]+\.safetensors)?(@[\w./-]+)?$")
+# org/name, or org/name/path/file.safetensors|.gguf for one file of a repo (single-file releases, GGUF
+# quantisations, LoRA files), [@revision]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w./-]+\.(safetensors|gguf))?(@[\w./-]+)?$")
 # What a diffusers-layout snapshot needs; skips duplicate weight formats the repos also carry.
 _HUB_PATTERNS = ["*.json", "*/*.json", "*/*.safetensors", "*/*.model", "*/*.txt", "*.safetensors"]
 
@@ -139,28 +140,24 @@ def _from_url(url: str) -> Resolved:
 
 
 def revision_of(ref: str) -> str:
-    """A checkpoint's identity for fingerprints, without downloading weights.
+    """A checkpoint's identity for fingerprints, without downloading weights or asking the network.
 
-    The debug checkpoints are named by their maker's version; local paths by ``local_digest``; hub repos by
-    their commit (one metadata request), falling back to the reference itself when the hub is unreachable.
+    The debug checkpoints are named by their maker's version; local paths by ``local_digest``; URLs by their
+    ETag; hub repos by the reference itself: pin ``org/name@commit`` to tie outputs to one commit (an
+    unpinned reference follows the repo, and the commit actually used is recorded in each row's metadata).
+    A hub repo's commit is deliberately not looked up here: any upstream commit, even to a README, would
+    otherwise mark every finished row as changed.
     """
     if ref in DEBUG_NAMES:
         from .debug import DEBUG_VERSION
 
         return f"{ref}-v{DEBUG_VERSION}"
     local = Path(ref.removeprefix("file://")).expanduser()
-    if "://" not in ref or ref.startswith("file://"):
-        if local.exists():
-            return local_digest(local)
+    if ("://" not in ref or ref.startswith("file://")) and local.exists():
+        return local_digest(local)
     if "://" in ref:
         return _from_url(ref).revision
-    repo, _, revision = ref.partition("@")
-    try:
-        from huggingface_hub import HfApi
-
-        return "hub-" + HfApi().model_info("/".join(repo.split("/")[:2]), revision=revision or None).sha
-    except Exception:  # noqa: BLE001 - offline or private: the name still identifies the request
-        return "hub-ref-" + ref
+    return "hub:" + ref
 
 
 def is_hub_folder_ref(ref: str) -> bool:

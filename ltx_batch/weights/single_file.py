@@ -11,7 +11,8 @@ Two kinds of file, told apart by the metadata's ``config`` JSON (never by tensor
 Configs translate to our (diffusers-keyed) dataclasses here, reading absent keys with Lightricks' defaults
 and refusing keys or values our modules do not compute, by name. Keys map through ``keymaps_ltx``; loading
 is strict. The release (and so the scheduler and default pipeline diffusers gives it) comes from the config:
-see ``detect_release``. fp8 files (float8_e4m3fn weights) load cast to the compute dtype as they are read.
+see ``detect_release``. fp8 files (float8_e4m3fn weights) load cast to the compute dtype as they are read,
+or stay float8 when the transformer is loaded with float8 weight storage (``weight_dtype``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Callable, Iterable
 import torch
 from safetensors import safe_open
 
+from ..models.quant import float8_keys, to_float8, use_float8
 from ..sampling.schedules import SchedulerConfig
 from .keymaps_ltx import TRANSFORMER_PREFIX, VAE_PREFIX, VAE_UNUSED, transformer_file_key, vae_layout
 from .resolve import Resolved
@@ -254,14 +256,18 @@ class SingleFileCheckpoint:
 
         return self._config("upsampler", upsampler_config_dict, UpsamplerConfig)
 
-    def load_transformer(self, *, dtype: torch.dtype, device: torch.device | str = "cpu"):
+    def load_transformer(self, *, dtype: torch.dtype, device: torch.device | str = "cpu",
+                         weight_dtype: torch.dtype | None = None):  # fmt: skip
+        """``weight_dtype`` (float8): Linear weights stored so (``models/quant.py``); an ``-fp8`` file's weights
+        are then kept as they are read, never widened."""
         from ..models.transformer import LTXVideoTransformer
 
         model = build_on_meta(lambda: LTXVideoTransformer(self.transformer_config))
         keys = [k for k in self._header[1] if not k.startswith(VAE_PREFIX)]
         prefix = TRANSFORMER_PREFIX if any(k.startswith(TRANSFORMER_PREFIX) for k in keys) else ""
         key_map = {k: prefix + transformer_file_key(k) for k in model.state_dict()}
-        return self._load(model, key_map, keys, frozenset(), "transformer", dtype, device)
+        model = self._load(model, key_map, keys, frozenset(), "transformer", dtype, device, weight_dtype)
+        return model if weight_dtype is None else use_float8(model, weight_dtype)
 
     def load_vae(self, *, dtype: torch.dtype, device: torch.device | str = "cpu"):
         from ..models.vae import VideoVAE
@@ -287,7 +293,7 @@ class SingleFileCheckpoint:
         )
 
     def _load(self, model, key_map: dict[str, str], file_keys: Iterable[str], unused: frozenset, what: str,
-              dtype: torch.dtype, device) -> Any:  # fmt: skip
+              dtype: torch.dtype, device, weight_dtype: torch.dtype | None = None) -> Any:  # fmt: skip
         present = set(file_keys)
         wanted = set(key_map.values())
         assert len(wanted) == len(key_map), "key table maps two model keys to one file key"
@@ -298,9 +304,12 @@ class SingleFileCheckpoint:
             parts += [f"unexpected key(s): {_names(unexpected)}"] if unexpected else []
             raise CheckpointError(f"checkpoint {self.ref!r} ({self.path.name}): the {what} weights do not match "
                                   "its config: " + "; ".join(parts))  # fmt: skip
+        keep = float8_keys(model) if weight_dtype is not None else frozenset()
         with safe_open(str(self.path), framework="pt", device="cpu") as fh:
-            state = {ours: _read(fh, theirs, dtype) for ours, theirs in key_map.items()}
-        load_strict(model, state, what=f"{self.path.name} ({what})", dtype=dtype, device=device)
+            state = {ours: _read(fh, theirs, dtype, weight_dtype if ours in keep else None)
+                     for ours, theirs in key_map.items()}  # fmt: skip
+        load_strict(model, state, what=f"{self.path.name} ({what})", dtype=dtype, device=device,
+                    keep_dtype=keep.__contains__)  # fmt: skip
         return model.eval().requires_grad_(False)
 
 
@@ -339,10 +348,13 @@ def hub_file_scheduler_config(ref: str) -> SchedulerConfig:
         raise CheckpointError(f"checkpoint {ref!r}: {e}") from None
 
 
-def _read(fh, key: str, dtype: torch.dtype | None) -> torch.Tensor:
+def _read(fh, key: str, dtype: torch.dtype | None, storage: torch.dtype | None = None) -> torch.Tensor:
     """One tensor; float8 weights (the ``-fp8`` releases) are cast to the compute dtype as they are read, so
-    a 13B fp8 file never holds a second, wider copy of every weight at once."""
+    a 13B fp8 file never holds a second, wider copy of every weight at once; with a ``storage`` dtype (float8
+    storage of this weight) the tensor is cast to that instead (a no-op for an fp8 file)."""
     t = fh.get_tensor(key)
+    if storage is not None:
+        return to_float8(t, storage)
     if t.dtype in _FP8 and dtype is not None:
         t = t.to(dtype)
     return t

@@ -7,13 +7,12 @@ import json
 import tempfile
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from ltx_batch import load_job, render_one
 from ltx_batch.cli import main as cli_main
-from ltx_batch.io.manifest import manifest_table, write_parquet
+from ltx_batch.io.manifest import manifest_table, parquet_from_bytes, write_parquet
 from ltx_batch.io.video import read_video
 
 from ..conftest import frames_close
@@ -60,7 +59,7 @@ def job_file(tmp_path):
 def _results(fs, prefix):
     fs.invalidate_cache()
     names = sorted(fs.ls(f"{BUCKET}/{prefix}/results"))
-    table = pq.read_table(io.BytesIO(fs.cat(names[-1])))
+    table = parquet_from_bytes(fs.cat(names[-1]))
     return {r["id"]: r for r in table.to_pylist()}
 
 

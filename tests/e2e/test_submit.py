@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 
-import pyarrow.parquet as pq
 import pytest
 
 from ltx_batch import load_job
 from ltx_batch.cli import main as cli_main
-from ltx_batch.io.manifest import manifest_table, write_parquet
+from ltx_batch.io.manifest import manifest_table, parquet_from_bytes, write_parquet
 
 BUCKET = "ltx-submit"
 
@@ -34,7 +32,7 @@ def job_spec(s3fs_client):
 def _latest_results(fs, prefix):
     fs.invalidate_cache()
     name = sorted(fs.ls(f"{BUCKET}/{prefix}/results"))[-1]
-    return {r["id"]: r for r in pq.read_table(io.BytesIO(fs.cat(name))).to_pylist()}
+    return {r["id"]: r for r in parquet_from_bytes(fs.cat(name)).to_pylist()}
 
 
 def test_submit_runs_to_completion_and_is_idempotent(ray_cluster, s3fs_client, job_spec, tmp_path, capsys):

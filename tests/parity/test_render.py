@@ -233,3 +233,17 @@ def test_cli_render_matches_diffusers_and_writes_a_playable_mp4(condition_pipe, 
     assert frames.shape == (25, H, W, 3) and meta["fps"] == 24
     metadata = json.loads((out / "metadata" / "cli.json").read_text())
     assert metadata["status"] == "ok" and metadata["seed"] == 11 and metadata["outputs"]["mp4"]["path"] == "videos/cli.mp4"
+
+
+def test_tiled_vae_decode_matches_diffusers_enable_tiling(condition_pipe, debug_dir, tmp_path):
+    tiling = dict(tile_height=64, tile_width=64, stride_height=32, stride_width=32)
+    recipe = dict(num_inference_steps=2, guidance_scale=1.0, vae_tiling=tiling)
+    ours = _ours(_job(debug_dir, tmp_path, recipe), {"width": 128, "height": 96, "num_frames": 9})
+    condition_pipe.vae.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64,
+                                     tile_sample_stride_height=32, tile_sample_stride_width=32)  # fmt: skip
+    try:
+        ref = condition_pipe(prompt=PROMPT, width=128, height=96, num_frames=9, num_inference_steps=2,
+                             guidance_scale=1.0, generator=_gen(), output_type="np", **DECODE).frames[0]  # fmt: skip
+    finally:
+        condition_pipe.vae.disable_tiling()
+    frames_close(ours, ref)

@@ -272,11 +272,36 @@ def test_relative_component_paths_resolve_against_cwd(tmp_path, monkeypatch):
     assert m.upsampler == m.vae == m.text_encoder == str(tmp_path / "up")
 
 
-@pytest.mark.parametrize("model, key", [({"loras": [{"path": "x.safetensors"}]}, "model.loras"),
-                                        ({"weight_dtype": "float8_e4m3fn"}, "model.weight_dtype")])
-def test_contract_keys_without_a_loader_yet_fail_loudly(model, key):
+def test_loras_and_weight_dtype(tmp_path, monkeypatch):
+    (tmp_path / "style.safetensors").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    job = load_job({"model": {"preset": "ltxv-debug", "weight_dtype": "float8_e4m3fn",
+                              "loras": [{"path": "style.safetensors"}, {"path": "org/repo", "scale": -0.5}]}})  # fmt: skip
+    assert job.model.weight_dtype == "float8_e4m3fn"
+    assert [(lo.path, lo.scale) for lo in job.model.loras] == [(str(tmp_path / "style.safetensors"), 1.0),
+                                                               ("org/repo", -0.5)]  # fmt: skip
+
+
+@pytest.mark.parametrize("model, key", [({"loras": [{"path": "missing.safetensors"}]}, r"model.loras\[0\].path"),
+                                        ({"loras": [{"path": " "}]}, r"model.loras\[0\].path"),
+                                        ({"weight_dtype": "int4"}, "model.weight_dtype: expected null or one of")])
+def test_bad_loras_and_weight_dtype_are_named(model, key, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SpecError, match=key):
         load_job({"model": {"preset": "ltxv-debug", **model}})
+
+
+def test_gguf_checkpoint_needs_vae_and_text_encoder(tmp_path):
+    with pytest.raises(SpecError, match="model.vae, model.text_encoder: a GGUF checkpoint"):
+        load_job({"model": {"checkpoint": str(tmp_path / "t.gguf")}})
+    with pytest.raises(SpecError, match="^model.text_encoder: a GGUF checkpoint"):
+        load_job({"model": {"checkpoint": "city96/LTX-Video-gguf/ltx-video-2b-v0.9-Q8_0.gguf", "vae": "x"}})
+    job = load_job({"model": {"checkpoint": "city96/LTX-Video-gguf/ltx-video-2b-v0.9-Q8_0.gguf", "vae": "org/vae",
+                              "text_encoder": "org/t5"}})  # fmt: skip
+    assert job.recipe.pipeline == "condition"  # a GGUF file carries no scheduler: read nothing on the driver
+    from ltx_batch.weights.resolve import is_hub_file_ref
+
+    assert is_hub_file_ref("city96/LTX-Video-gguf/ltx-video-2b-v0.9-Q8_0.gguf@main")
 
 
 def test_missing_local_checkpoint_is_a_clear_error(tmp_path, monkeypatch, offline):
