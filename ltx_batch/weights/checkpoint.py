@@ -18,24 +18,13 @@ import torch
 from ..sampling.schedules import SchedulerConfig
 from .diffusers_layout import load_component, read_config
 from .gguf import GGUFCheckpoint
-from .resolve import Resolved, resolve
+from .resolve import ResolvedCheckpoint, resolve
 from .single_file import SingleFileCheckpoint
 from .strict import CheckpointError
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    ref: str
-    resolved: Resolved
-
-    @property
-    def path(self) -> Path:
-        return self.resolved.path
-
-    @property
-    def revision(self) -> str:
-        return self.resolved.revision
-
+class Checkpoint(ResolvedCheckpoint):
     def _folder(self, name: str) -> Path:
         folder = self.path / name
         if not folder.is_dir():

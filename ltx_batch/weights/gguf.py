@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ from torch import nn
 from ..models.quant import GGML_BLOCKS, GGUFLinear, float8_state_, replace_linears, use_float8
 from ..sampling.schedules import SchedulerConfig
 from .keymaps_ltx import TRANSFORMER_PREFIX, transformer_file_key
-from .resolve import Resolved
+from .resolve import ResolvedCheckpoint
 from .strict import CheckpointError, _names, build_on_meta, load_strict
 
 HEADS = 32  # attention heads of every LTX-Video release (GGUF files carry no config)
@@ -46,19 +45,9 @@ class GGUFTensor:
 
 
 @dataclass(frozen=True)
-class GGUFCheckpoint:
+class GGUFCheckpoint(ResolvedCheckpoint):
     """``Checkpoint``'s interface over one ``.gguf`` transformer file (see the module docstring)."""
 
-    ref: str
-    resolved: Resolved
-
-    @property
-    def path(self) -> Path:
-        return self.resolved.path
-
-    @property
-    def revision(self) -> str:
-        return self.resolved.revision
 
     def _error(self, message: str) -> CheckpointError:
         return CheckpointError(f"checkpoint {self.ref!r} ({self.path.name}): {message}")

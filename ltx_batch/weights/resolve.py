@@ -37,6 +37,22 @@ class Resolved:
     revision: str  # hub commit, or a content digest for local and copied checkpoints; enters the fingerprint
 
 
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """What every checkpoint format shares: the reference as written and where it resolved to."""
+
+    ref: str
+    resolved: Resolved
+
+    @property
+    def path(self) -> Path:
+        return self.resolved.path
+
+    @property
+    def revision(self) -> str:
+        return self.resolved.revision
+
+
 def cache_root() -> Path:
     root = os.environ.get("LTX_BATCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ltx_batch")
     path = Path(root)

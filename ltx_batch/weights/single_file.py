@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
@@ -29,7 +28,7 @@ from safetensors import safe_open
 from ..models.quant import float8_keys, to_float8, use_float8
 from ..sampling.schedules import SchedulerConfig
 from .keymaps_ltx import TRANSFORMER_PREFIX, VAE_PREFIX, VAE_UNUSED, transformer_file_key, vae_layout
-from .resolve import Resolved
+from .resolve import ResolvedCheckpoint
 from .strict import CheckpointError, _names, build_on_meta, load_strict
 
 _FP8 = {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
@@ -179,19 +178,9 @@ def upsampler_config_dict(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class SingleFileCheckpoint:
+class SingleFileCheckpoint(ResolvedCheckpoint):
     """``Checkpoint``'s interface over one Lightricks ``.safetensors`` file (see the module docstring)."""
 
-    ref: str
-    resolved: Resolved
-
-    @property
-    def path(self) -> Path:
-        return self.resolved.path
-
-    @property
-    def revision(self) -> str:
-        return self.resolved.revision
 
     @cached_property
     def _header(self) -> tuple[dict[str, Any], tuple[str, ...]]:
