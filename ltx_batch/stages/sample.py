@@ -51,7 +51,11 @@ class _SampleStage(Stage):
     def setup(self) -> None:
         self.transformer = models.load(self.job, "transformer", dtype=self.dtype, device=self.device)
         self.vae = models.load(self.job, "vae", dtype=self.dtype, device=self.device)
-        self.scheduler = models.checkpoint(self.job.model.checkpoint, "scheduler").scheduler_config()
+        # a GGUF holds only the transformer: the scheduler comes with the VAE's checkpoint (its release)
+        ref = self.job.model.checkpoint
+        if ref.split("@")[0].endswith(".gguf") and self.job.model.vae:
+            ref = self.job.model.vae
+        self.scheduler = models.checkpoint(ref, "scheduler").scheduler_config()
 
     def params(self) -> SamplingParams:
         r = self.job.recipe
