@@ -18,6 +18,7 @@ import yaml
 from .models.vae import DecodeTiling
 from .spec import SpecError, merge, parse_dataclass, set_path
 from .weights.presets import get_preset
+from .weights.strict import CheckpointError
 
 STAGES = ("text_encode", "base_sample", "latent_upsample", "refine", "decode")
 WEIGHT_DTYPES = ("float8_e4m3fn", "float8_e5m2")  # model.weight_dtype: storage of the transformer's Linear weights
@@ -312,7 +313,14 @@ def load_job(
     recipe = merge(preset_recipe, raw_recipe)
     if upsampler is None:  # single-scale: a preset's multi-scale settings do not apply
         recipe = {k: v for k, v in recipe.items() if k != "multiscale" or k in raw_recipe}
-    pipeline = recipe.get("pipeline") or pipeline_default(_checkpoint_path(checkpoint))
+    pipeline = recipe.get("pipeline")
+    if not pipeline and checkpoint.split("@")[0].endswith(".gguf") and model.vae:
+        # a GGUF carries no scheduler: its release shows in the VAE's checkpoint (the stage reads it there too)
+        try:
+            pipeline = pipeline_default(_checkpoint_path(model.vae))
+        except CheckpointError:  # unreadable here (offline driver): the 0.9.5+ default, as for the file itself
+            pipeline = "condition"
+    pipeline = pipeline or pipeline_default(_checkpoint_path(checkpoint))
     base_defaults = {"pipeline": pipeline}
     if pipeline == "base":  # LTXPipeline's __call__ defaults differ from LTXConditionPipeline's
         base_defaults["max_sequence_length"] = 128
