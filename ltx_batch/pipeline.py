@@ -15,10 +15,12 @@ actors). A re-run skips rows whose metadata says ok with the same fingerprint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -167,31 +169,63 @@ def _attempt_counter():
                 out[i] = self.counts[(stage, i)]
             return out
 
+        def snapshot(self) -> dict[str, int]:
+            """Rows that have entered each stage (in pipeline order of first arrival)."""
+            entered: dict[str, int] = {}
+            for stage, _ in self.counts:
+                entered[stage] = entered.get(stage, 0) + 1
+            return entered
+
     return AttemptCounter.remote()
 
 
 class Progress:
-    """One line on stderr every few seconds: rows done, failed, in flight, and an ETA."""
+    """A line on stderr every few seconds while the run goes: rows done (ok / failed), how many rows each
+    stage has taken in so far (from the attempt counter), and an ETA from the completion rate."""
 
-    def __init__(self, total: int, every: float = 5.0):
-        self.total, self.every = total, every
+    def __init__(self, total: int, counter=None, every: float = 10.0):
+        self.total, self.counter, self.every = total, counter, every
         self.ok = self.failed = 0
-        self.start = self.last = time.monotonic()
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="ltx-batch-progress")
 
-    def update(self, record: dict, force: bool = False) -> None:
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.print_line()
+
+    def update(self, record: dict) -> None:
         if record["error_stage"]:
             self.failed += 1
         else:
             self.ok += 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.print_line()
+
+    def print_line(self) -> None:
+        import ray
+
         now = time.monotonic()
-        if force or now - self.last >= self.every or self.ok + self.failed == self.total:
-            self.last = now
-            done = self.ok + self.failed
-            rate = done / max(now - self.start, 1e-9)
-            eta = (self.total - done) / rate if rate > 0 else float("inf")
-            print(f"[ltx-batch] {done}/{self.total} rows (ok {self.ok}, failed {self.failed}, "
-                  f"in flight {self.total - done}), {now - self.start:.0f}s elapsed, ETA {eta:.0f}s",
-                  file=sys.stderr, flush=True)  # fmt: skip
+        done = self.ok + self.failed
+        rate = done / max(now - self.start, 1e-9)
+        eta = f"ETA {(self.total - done) / rate:.0f}s" if rate > 0 and done < self.total else ""
+        stages = ""
+        if self.counter is not None:
+            try:
+                entered = ray.get(self.counter.snapshot.remote(), timeout=5)
+                if entered:
+                    stages = " · entered: " + ", ".join(f"{k} {v}" for k, v in entered.items())
+            except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
+                pass
+        print(f"[ltx-batch] {done}/{self.total} rows done (ok {self.ok}, failed {self.failed}){stages} · "
+              f"{now - self.start:.0f}s {eta}".rstrip(), file=sys.stderr, flush=True)  # fmt: skip
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -235,17 +269,19 @@ def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, ru
 
         DataContext.get_current().enable_progress_bars = progress and sys.stderr.isatty()
         attempts = _attempt_counter()
-        meter = Progress(len(todo)) if progress else None
         columns = ["id", "row", "fingerprint", "error_stage", "error", "attempts", "timings", "outputs"]
+        meter = Progress(len(todo), attempts) if progress else contextlib.nullcontext()
         try:
-            for batch in build_dataset(job, todo, attempts).select_columns(columns).iter_batches(
-                batch_size=1, batch_format="numpy"
-            ):
-                for i in range(len(batch["id"])):
-                    record = {c: batch[c][i] for c in columns}
-                    results.append(record)
-                    if meter:
-                        meter.update(record)
+            with meter:
+                batches = build_dataset(job, todo, attempts).select_columns(columns).iter_batches(
+                    batch_size=1, batch_format="numpy"
+                )
+                for batch in batches:
+                    for i in range(len(batch["id"])):
+                        record = {c: batch[c][i] for c in columns}
+                        results.append(record)
+                        if progress:
+                            meter.update(record)
         finally:
             ray.kill(attempts)
     summary.seconds = time.monotonic() - start
