@@ -1,14 +1,15 @@
 """Speed of our models against diffusers', in one process, on the same weights and inputs.
 
-    python bench/models.py            # the mid-size run (several minutes on 2 CPU cores)
-    python bench/models.py --quick    # a smoke run (well under a minute)
+    python bench/models.py            # the mid-size run (about 10 minutes on 2 CPU cores)
+    python bench/models.py --quick    # a smoke run (about a minute)
 
 Rows (see bench/README.md): the transformer forward (2048 wide, a few blocks, float32 and bfloat16) with a
-padded prompt, with the RoPE tables built inside the timed call, and with the padding trimmed as our sampler
-does; the VAE decode of the 0.9.5+ architecture; and a small end-to-end render against diffusers'
-``LTXConditionPipeline`` on the ``ltxv-debug`` checkpoint. Each row times ours and diffusers' alternately
-(after warmup) and prints median and spread in seconds and the ratio diffusers/ours (> 1: we are faster),
-plus the largest difference of the outputs, so a speed-up that changed the numbers shows.
+padded prompt, with the RoPE tables built inside the timed call, with the padding trimmed as our sampler
+does, and with our CPU oneDNN linear switched off; the VAE decode of the 0.9.5+ architecture; and a small
+end-to-end render against diffusers' ``LTXConditionPipeline`` on the ``ltxv-debug`` checkpoint. Each row
+times ours and diffusers' alternately (after warmup) and prints median and spread in seconds, the ratio
+diffusers/ours (> 1: we are faster) of the medians and of the minima, and the largest difference of the
+outputs, so a speed-up that changed the numbers shows.
 
 diffusers is a benchmark-only reference here, never imported by ``ltx_batch``.
 """
@@ -34,9 +35,10 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-# Fixed input seeds; the weights are random too (speed does not depend on their values).
-SEED = 0
+SEED = 0  # inputs and weights are random (speed does not depend on their values) but fixed
 THREADS = 2
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -44,24 +46,28 @@ class Row:
     name: str
     ours: list[float] = field(default_factory=list)
     ref: list[float] = field(default_factory=list)
-    diff: float | None = None  # max |ours - diffusers| / max(1, max |diffusers|)
+    diff: float | None = None  # see print_summary
     note: str = ""
 
     @staticmethod
     def _fmt(ts: list[float]) -> str:
-        if not ts:
-            return "-"
-        return f"{statistics.median(ts):8.3f} [{min(ts):.3f}-{max(ts):.3f}]"
+        return f"{statistics.median(ts):7.3f} [{min(ts):.3f}-{max(ts):.3f}]" if ts else "-"
+
+    def _ratio(self, stat: Callable[[list[float]], float]) -> str:
+        return f"{stat(self.ref) / stat(self.ours):.2f}x" if self.ours and self.ref else "-"
 
     def line(self) -> str:
-        ratio = "-"
-        if self.ours and self.ref:
-            ratio = f"{statistics.median(self.ref) / statistics.median(self.ours):5.2f}x"
         diff = "-" if self.diff is None else f"{self.diff:.1e}"
-        return f"{self.name:<58} {self._fmt(self.ours):>26} {self._fmt(self.ref):>26} {ratio:>7} {diff:>8}  {self.note}"
+        return (
+            f"{self.name:<46} {self._fmt(self.ours):>24} {self._fmt(self.ref):>24} "
+            f"{self._ratio(statistics.median):>7} {self._ratio(min):>7} {diff:>8}  {self.note}"
+        )
 
 
-HEADER = f"{'row':<58} {'ours s: median [min-max]':>26} {'diffusers s: median [min-max]':>26} {'ratio':>7} {'diff':>8}"
+HEADER = (
+    f"{'row':<46} {'ours s: median [min-max]':>24} {'diffusers s: med [min-max]':>24} "
+    f"{'ratio':>7} {'r(min)':>7} {'diff':>8}"
+)
 
 
 def cpu_model() -> str:
@@ -74,9 +80,11 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def time_pair(
-    row: Row, ours: Callable[[], object], ref: Callable[[], object], *, warmup: int, repeats: int
-) -> None:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
+def time_pair(row: Row, ours: Callable[[], object], ref: Callable[[], object], *, warmup: int, repeats: int) -> None:
     """Warm both up, then alternate them (who goes first alternates too) so load on the shared cores hits both."""
     for _ in range(warmup):
         ours()
@@ -84,14 +92,32 @@ def time_pair(
     for i in range(repeats):
         order = [(ours, row.ours), (ref, row.ref)]
         for fn, sink in order if i % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            sink.append(time.perf_counter() - t0)
+            sink.append(clock() - t0)
 
 
 def rel_diff(ours: torch.Tensor, ref: torch.Tensor) -> float:
     ours, ref = ours.float(), ref.float()
     return (ours - ref).abs().max().item() / max(1.0, ref.abs().max().item())
+
+
+def shared_copy(ref: torch.nn.Module, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """Our model holding diffusers' very tensors (built on the meta device, strict load with ``assign``): the
+    same weights by construction and no second copy in memory (until a dtype cast makes one)."""
+    with torch.device("meta"):
+        ours = build()
+    ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
+    return ours.eval()
+
+
+def randomise_modulation(model: torch.nn.Module) -> None:
+    """diffusers initialises the modulation tables near zero; real checkpoints are not."""
+    g = torch.Generator().manual_seed(SEED + 7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "scale_shift_table" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 def print_row(row: Row) -> None:
@@ -104,6 +130,7 @@ def print_row(row: Row) -> None:
 def bench_transformer(args: argparse.Namespace, rows: list[Row]) -> None:
     from diffusers import LTXVideoTransformer3DModel
 
+    from ltx_batch.models import transformer_blocks
     from ltx_batch.models.rope import grid_coords, grid_from_latent_coords, rope_tables
     from ltx_batch.models.transformer import LTXVideoTransformer, TransformerConfig, trim_encoder_padding
 
@@ -116,33 +143,27 @@ def bench_transformer(args: argparse.Namespace, rows: list[Row]) -> None:
     )  # fmt: skip
     torch.manual_seed(SEED)
     ref = LTXVideoTransformer3DModel(**cfg).eval()
-    with torch.no_grad():  # diffusers initialises the modulation tables near zero; real checkpoints are not
-        for name, p in ref.named_parameters():
-            if "scale_shift_table" in name:
-                p.copy_(torch.randn_like(p) * 0.3)
-    ours = LTXVideoTransformer(TransformerConfig.from_dict(dict(ref.config))).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
+    randomise_modulation(ref)
+    ours = shared_copy(ref, lambda: LTXVideoTransformer(TransformerConfig.from_dict(dict(ref.config))))
+    b = args.batch
     print(
-        f"\ntransformer: {args.blocks} blocks x 2048 wide (32 x 64), {w}x{h}x{f} -> {seq} tokens, batch {args.batch}, "
-        f"prompt {args.valid_tokens} of {args.caption_len} tokens (rest padding)",
+        f"\ntransformer: {args.blocks} blocks x 2048 wide (32 heads x 64), {w}x{h}x{f} -> {seq} tokens, batch {b}, "
+        f"prompt {args.valid_tokens} real + {args.caption_len - args.valid_tokens} padding tokens",
         flush=True,
     )
-
     g = torch.Generator().manual_seed(SEED + 1)
-    b = args.batch
     hidden = torch.randn(b, seq, 128, generator=g)
     context = torch.randn(b, args.caption_len, 4096, generator=g)
     mask = torch.zeros(b, args.caption_len)
     mask[:, : args.valid_tokens] = 1.0
-    timestep = torch.full((b,), 937.0)
+    timestep = torch.full((b,), 937.0)  # sigma * 1000, float32 as the samplers pass it
     scale = (8 / 25.0, 32, 32)  # LTXPipeline's rope_interpolation_scale at 25 fps
     grid = grid_from_latent_coords(grid_coords(1, lat_f, lat_h, lat_w), scale)
 
     for dtype in args.dtypes:
-        dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-        ref.to(dt)
-        ours.to(dt)
-        x, c = hidden.to(dt), context.to(dt)
+        ref.to(DTYPES[dtype])
+        ours.to(DTYPES[dtype])
+        x, c = hidden.to(DTYPES[dtype]), context.to(DTYPES[dtype])
         rope = rope_tables(grid, 2048)
         c_trim, m_trim = trim_encoder_padding(c, mask)
 
@@ -159,22 +180,28 @@ def bench_transformer(args: argparse.Namespace, rows: list[Row]) -> None:
         def run_ours_trim(x=x, c=c_trim, m=m_trim, rope=rope):
             return ours(x, c, timestep, m, rope)
 
+        def run_ours_eager_linear(x=x, c=c, rope=rope):
+            transformer_blocks.ONEDNN_CPU_LINEAR = False
+            try:
+                return ours(x, c, timestep, mask, rope)
+            finally:
+                transformer_blocks.ONEDNN_CPU_LINEAR = True
+
+        trimmed = f"trimmed ({c_trim.shape[1]} tokens{', no mask' if m_trim is None else ''})"
+        variants = [
+            ("padded + mask", run_ours, "RoPE tables prebuilt (our design)"),
+            ("padded + mask, + RoPE tables", run_ours_tables, "ours builds the tables inside the timed call"),
+            (trimmed, run_ours_trim, "our sampler's input; diffusers: padded + mask"),
+            ("padded + mask, eager Linear", run_ours_eager_linear, "ONEDNN_CPU_LINEAR off: plain nn.Linear"),
+        ]
         with torch.inference_mode():
             expected = run_ref()
-            variants = [
-                ("padded mask, tables prebuilt", run_ours),
-                ("padded mask, + RoPE tables in the call", run_ours_tables),
-                (f"trimmed to {c_trim.shape[1]} tokens{', no mask' if m_trim is None else ''}", run_ours_trim),
-            ]
-            for label, fn in variants:
-                row = Row(f"transformer {dtype} · {label}")
+            for label, fn, note in variants:
+                row = Row(f"transformer {dtype} · {label}", note=note)
                 row.diff = rel_diff(fn(), expected)
-                if label.startswith("trimmed"):
-                    row.note = "diffusers: padded prompt + mask, as its pipeline runs it"
                 time_pair(row, fn, run_ref, warmup=args.warmup, repeats=args.repeats)
                 rows.append(row)
                 print_row(row)
-    del ref, ours
 
 
 # --------------------------------------------------------------------------------------------- VAE
@@ -190,7 +217,7 @@ VAE_095 = dict(
     upsample_factor=(2, 2, 2), timestep_conditioning=True, patch_size=4, patch_size_t=1, resnet_norm_eps=1e-6,
     scaling_factor=1.0, encoder_causal=True, decoder_causal=False, spatial_compression_ratio=32,
     temporal_compression_ratio=8,
-)  # fmt: skip  (diffusers' scripts/convert_ltx_to_diffusers.py, version "0.9.5"; 0.9.7/0.9.8 are the same)
+)  # fmt: skip  (diffusers' scripts/convert_ltx_to_diffusers.py, version "0.9.5"; 0.9.7/0.9.8 use the same)
 
 
 def bench_vae(args: argparse.Namespace, rows: list[Row]) -> None:
@@ -201,38 +228,31 @@ def bench_vae(args: argparse.Namespace, rows: list[Row]) -> None:
     w, h, f = args.vae_size
     torch.manual_seed(SEED)
     ref = AutoencoderKLLTXVideo(**VAE_095).eval()
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if "scale_shift_table" in name:
-                p.copy_(torch.randn_like(p) * 0.3)
-    ours = VideoVAE(VAEConfig.from_dict(dict(ref.config))).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    # Only the decoder is timed; drop the encoders to save memory.
-    ref.encoder = None
-    ours.encoder = None
+    randomise_modulation(ref)
+    ours = shared_copy(ref, lambda: VideoVAE(VAEConfig.from_dict(dict(ref.config))))
+    ref.encoder = ours.encoder = None  # only the decoder is timed
     z_shape = (1, 128, (f - 1) // 8 + 1, h // 32, w // 32)
-    print(f"\nVAE decode (0.9.5+ widths 1024/512/256/128 at the output end): {w}x{h}x{f}, latents {z_shape}", flush=True)
+    print(f"\nVAE decode, 0.9.5+ architecture (decoder widths 1024/512/256/128): {w}x{h}x{f} from latents "
+          f"{tuple(z_shape)}, decode timestep 0.05", flush=True)  # fmt: skip
     z = torch.randn(z_shape, generator=torch.Generator().manual_seed(SEED + 2))
-    t = torch.tensor([0.05])
     for dtype in args.vae_dtypes:
-        dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        dt = DTYPES[dtype]
         ref.to(dt)
         ours.to(dt)
-        zz = z.to(dt)
+        zz, t = z.to(dt), torch.tensor([0.05], dtype=dt)
         with torch.inference_mode():
 
             def run_ref():
-                return ref.decode(zz, t.to(dt), return_dict=False)[0]
+                return ref.decode(zz, t, return_dict=False)[0]
 
             def run_ours():
-                return ours.decode(zz, t.to(dt))
+                return ours.decode(zz, t)
 
             row = Row(f"VAE decode {dtype} · {w}x{h}x{f}")
             row.diff = rel_diff(run_ours(), run_ref())
             time_pair(row, run_ours, run_ref, warmup=args.warmup, repeats=args.repeats)
         rows.append(row)
         print_row(row)
-    del ref, ours
 
 
 # --------------------------------------------------------------------------------------------- end to end
@@ -252,8 +272,8 @@ def bench_render(args: argparse.Namespace, rows: list[Row]) -> None:
     with tempfile.TemporaryDirectory(prefix="ltx-bench-") as tmp:
         os.environ["LTX_BATCH_CACHE"] = str(Path(tmp) / "cache")
         ckpt = resolve("ltxv-debug").path
-        print(f"\nend to end: ltxv-debug (tiny random 0.9.5-style checkpoint), {w}x{h}x{f}, {steps} steps, CFG 3, "
-              "text encoding + sampling + decode, frames to numpy", flush=True)  # fmt: skip
+        print(f"\nend to end: ltxv-debug (tiny random checkpoint: per-step overhead, not model FLOPs), {w}x{h}x{f}, "
+              f"{steps} steps, CFG 3; prompt encoding + sampling + decode", flush=True)  # fmt: skip
         job = load_job({
             "name": "bench", "output": str(Path(tmp) / "out"), "save": ["frames"],
             "model": {"checkpoint": str(ckpt), "dtype": "float32", "device": "cpu"},
@@ -263,6 +283,7 @@ def bench_render(args: argparse.Namespace, rows: list[Row]) -> None:
         pipe = LTXConditionPipeline.from_pretrained(str(ckpt), dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         counter = iter(range(10**6))
+        stage_seconds: list[dict[str, float]] = []
 
         def run_ours():
             rid = f"row{next(counter)}"
@@ -270,6 +291,7 @@ def bench_render(args: argparse.Namespace, rows: list[Row]) -> None:
                                       "height": h, "num_frames": f, "seed": 7})  # fmt: skip
             if not result.ok:
                 raise RuntimeError(f"render failed: {result}")
+            stage_seconds.append(result.seconds)
             return np.load(Path(job.output) / "frames" / f"{rid}.npy")
 
         def run_ref():
@@ -277,10 +299,12 @@ def bench_render(args: argparse.Namespace, rows: list[Row]) -> None:
                         num_inference_steps=steps, guidance_scale=3.0, generator=torch.Generator().manual_seed(7),
                         output_type="np", **decode).frames[0]  # fmt: skip
 
-        row = Row(f"render (ltxv-debug) · {w}x{h}x{f}, {steps} steps")
+        row = Row(f"render ltxv-debug {w}x{h}x{f} {steps} steps")
         row.diff = float(np.abs(run_ours().astype(np.float64) - run_ref().astype(np.float64)).max())
-        row.note = "diff in [0, 1] pixels; includes frame writing for ours"
         time_pair(row, run_ours, run_ref, warmup=args.warmup, repeats=args.repeats)
+        stages = {k: statistics.median(s[k] for s in stage_seconds) for k in stage_seconds[-1]}
+        row.note = "frames diff in [0, 1]; ours (wall, median): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in stages.items()) + " (decode includes writing the .npy)"
         rows.append(row)
         print_row(row)
 
@@ -288,21 +312,18 @@ def bench_render(args: argparse.Namespace, rows: list[Row]) -> None:
 # --------------------------------------------------------------------------------------------- main
 
 
-def bf16_is_fast() -> tuple[bool, str]:
-    """bfloat16 is worth timing when a 2048-wide matmul in bf16 is not much slower than in float32."""
-    a = torch.randn(1024, 2048)
-    b = torch.randn(2048, 2048)
-    speed = {}
+def bf16_speed() -> float:
+    """How many times faster a 2048-wide bfloat16 matmul runs than float32 on this CPU."""
+    a, b = torch.randn(1024, 2048), torch.randn(2048, 2048)
+    took = {}
     for dt in (torch.float32, torch.bfloat16):
         x, y = a.to(dt), b.to(dt)
-        for _ in range(2):
-            x @ y
+        x @ y
         t0 = time.perf_counter()
         for _ in range(5):
             x @ y
-        speed[dt] = (time.perf_counter() - t0) / 5
-    ratio = speed[torch.float32] / speed[torch.bfloat16]
-    return ratio > 0.8, f"bf16 matmul {ratio:.2f}x float32's speed"
+        took[dt] = time.perf_counter() - t0
+    return took[torch.float32] / took[torch.bfloat16]
 
 
 def size(text: str) -> tuple[int, int, int]:
@@ -311,52 +332,63 @@ def size(text: str) -> tuple[int, int, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, 1 block, 2 repeats: a smoke run")
     p.add_argument("--only", choices=["transformer", "vae", "render"], action="append",
                    help="run only these sections (repeatable)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=None, help="timed runs per side (default 5, quick 2)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs per side first")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per side first (default 1)")
+    p.add_argument("--threads", type=int, default=THREADS, help=f"torch threads (default {THREADS})")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall seconds (default) or this process's CPU seconds; with --threads 1, cpu time "
+                        "barely moves when other processes load the machine")  # fmt: skip
     p.add_argument("--blocks", type=int, default=None, help="transformer blocks (default 2, quick 1)")
     p.add_argument("--batch", type=int, default=1, help="transformer batch (2 = a CFG pair)")
     p.add_argument("--size", type=size, default=None, help="transformer video WxHxF (default 768x512x25)")
-    p.add_argument("--caption-len", type=int, default=128, help="padded prompt length")
-    p.add_argument("--valid-tokens", type=int, default=40, help="real prompt tokens, the rest is padding")
-    p.add_argument("--dtypes", default=None, help="transformer dtypes, comma separated (default float32,bfloat16)")
-    p.add_argument("--vae-size", type=size, default=None, help="VAE output WxHxF (default 128x128x9)")
-    p.add_argument("--vae-dtypes", default="float32", help="VAE dtypes, comma separated")
-    p.add_argument("--render-size", type=size, default=None, help="end-to-end WxHxF (default 192x128x25)")
+    p.add_argument("--caption-len", type=int, default=128, help="padded prompt length (default 128)")
+    p.add_argument("--valid-tokens", type=int, default=40, help="real prompt tokens, the rest padding (default 40)")
+    p.add_argument("--dtypes", default="float32,bfloat16", help="transformer dtypes (default float32,bfloat16)")
+    p.add_argument("--vae-size", type=size, default=None, help="VAE output WxHxF (default 256x256x9)")
+    p.add_argument("--vae-dtypes", default="float32", help="VAE dtypes (default float32)")
+    p.add_argument("--render-size", type=size, default=None, help="end-to-end WxHxF (default 256x192x25)")
     p.add_argument("--render-steps", type=int, default=None, help="end-to-end steps (default 8, quick 3)")
     args = p.parse_args(argv)
     q = args.quick
     args.repeats = args.repeats or (2 if q else 5)
     args.blocks = args.blocks or (1 if q else 2)
     args.size = args.size or ((256, 256, 9) if q else (768, 512, 25))
-    args.vae_size = args.vae_size or ((64, 64, 9) if q else (128, 128, 9))
-    args.render_size = args.render_size or ((96, 64, 9) if q else (192, 128, 25))
+    args.vae_size = args.vae_size or ((64, 64, 9) if q else (256, 256, 9))
+    args.render_size = args.render_size or ((96, 64, 9) if q else (256, 192, 25))
     args.render_steps = args.render_steps or (3 if q else 8)
-    args.dtypes = (args.dtypes or "float32,bfloat16").split(",")
+    args.dtypes = args.dtypes.split(",")
     args.vae_dtypes = args.vae_dtypes.split(",")
     args.only = args.only or ["transformer", "vae", "render"]
-    if args.valid_tokens > args.caption_len:
-        p.error("--valid-tokens must not exceed --caption-len")
+    for d in args.dtypes + args.vae_dtypes:
+        if d not in DTYPES:
+            p.error(f"unknown dtype {d!r}; known: {sorted(DTYPES)}")
+    if not 0 < args.valid_tokens <= args.caption_len:
+        p.error("--valid-tokens must be in 1..--caption-len")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    global clock
     args = parse_args(argv)
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.clock]
     import diffusers
 
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
-    fast_bf16, bf16_note = bf16_is_fast()
+    speed = bf16_speed()
     print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, python {sys.version.split()[0]}")
-    print(f"cpu: {cpu_model()} ({os.cpu_count()} logical cpus, capability {torch.backends.cpu.get_cpu_capability()})")
-    print(f"torch threads: {torch.get_num_threads()} (torch.set_num_threads({THREADS})), inference_mode, "
-          f"warmup {args.warmup}, repeats {args.repeats}; {bf16_note}")  # fmt: skip
-    if not fast_bf16 and "bfloat16" in args.dtypes:
-        print("bfloat16 is slow on this CPU: skipping the bfloat16 transformer rows")
+    print(f"cpu: {cpu_model()} ({os.cpu_count()} logical cpus, torch capability "
+          f"{torch.backends.cpu.get_cpu_capability()}); load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"torch.set_num_threads({args.threads}) -> {torch.get_num_threads()} threads; torch.inference_mode(); "
+          f"{args.clock} clock; warmup {args.warmup}, {args.repeats} timed runs per side, alternating; bf16 matmul "
+          f"{speed:.2f}x float32's speed")  # fmt: skip
+    if speed < 0.8 and "bfloat16" in args.dtypes:
+        print("bfloat16 matmul is slower than float32 on this CPU: skipping the bfloat16 transformer rows")
         args.dtypes = [d for d in args.dtypes if d != "bfloat16"]
     rows: list[Row] = []
     print(HEADER)
@@ -364,8 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("transformer", "vae", "render"):
         if name in args.only:
             sections[name](args, rows)
-    print("\nsummary (ratio = diffusers median / ours median; > 1 means ours is faster; diff = max |ours - diffusers| "
-          "relative to max(1, max |diffusers|))")  # fmt: skip
+    print(f"\nsummary (load average now {os.getloadavg()[0]:.1f}). ratio = diffusers median / ours median, r(min) = "
+          "the same for the fastest runs; > 1 means ours is faster. diff = max |ours - diffusers| / max(1, max "
+          "|diffusers|) on one output.")  # fmt: skip
     print(HEADER)
     for row in rows:
         print_row(row)

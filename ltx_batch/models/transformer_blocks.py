@@ -42,9 +42,10 @@ def timestep_features(timestep: Tensor, channels: int = TIMESTEP_FEATURES, max_p
 
 
 # PyTorch's oneDNN linear (the kernel torch.compile's CPU backend emits). Eager ``nn.Linear`` runs float32
-# through MKL's sgemm, which on AMD CPUs is ~15% slower than oneDNN's; this op also fuses the feed-forward
-# GELU into the matmul. CPU-only and inference-only; set ``ONEDNN_CPU_LINEAR = False`` to use plain eager
-# ``nn.Linear`` everywhere (bench/models.py reports both).
+# through MKL's sgemm, which on the AMD EPYC (Zen 4) we benchmark on is ~15% slower than oneDNN's (MKL does
+# not use AVX-512 there); this op also fuses the feed-forward GELU into the matmul. CPU-only and
+# inference-only, and it calls the op directly, so forward hooks on these Linear layers do not run. Set
+# ``ONEDNN_CPU_LINEAR = False`` for plain eager ``nn.Linear`` everywhere (bench/models.py reports both).
 _ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
 ONEDNN_CPU_LINEAR = True
 

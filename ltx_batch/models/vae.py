@@ -167,13 +167,15 @@ class Decoder3d(nn.Module):
         h = self.mid_block(h, t, generator)
         for block in self.up_blocks:
             h = block(h, t, generator)
-        h = rms_norm_channels(h, inplace=True)
+        buf, frames = self.conv_out.padded_input(h)
+        rms_norm_channels(h, out=frames)
         if self.time_embedder is not None:
             # (B, 2*C) -> shift, scale, each (B, C, 1, 1, 1)
             ada = self.time_embedder(t, h.dtype).unflatten(1, (2, -1))[..., None, None, None]
             shift, scale = (ada + self.scale_shift_table[None, :, :, None, None, None]).unbind(1)
-            h = torch.addcmul(shift, h, 1 + scale, out=h)
-        h = self.conv_out(nn.functional.silu(h, inplace=True))
+            torch.addcmul(shift, frames, 1 + scale, out=frames)
+        nn.functional.silu(frames, inplace=True)
+        h = self.conv_out.conv_padded(buf)
         b, _, f, hh, ww = h.shape
         p = self.patch_size
         # (B, C*p*p, F, H, W) -> (B, C, F, H*p, W*p), channels ordered (c, pw, ph) as in the encoder

@@ -62,14 +62,17 @@ def _channel_mean_square(x: torch.Tensor) -> torch.Tensor:
     return acc.div_(c)
 
 
-def rms_norm_channels(x: torch.Tensor, eps: float = 1e-8, *, inplace: bool = False) -> torch.Tensor:
+def rms_norm_channels(
+    x: torch.Tensor, eps: float = 1e-8, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """RMS norm over the channel dim without moving channels last (diffusers' RMSNorm, no affine).
 
     The statistic is reduced in float32 without materialising a float32 copy of ``x``; in bf16 the scale is
-    rounded before the multiply, which keeps the output in one low-precision pass. ``inplace`` overwrites ``x``.
+    rounded before the multiply, which keeps the output in one low-precision pass. ``out`` (which may be ``x``)
+    receives the result instead of a new tensor.
     """
     scale = _channel_mean_square(x).add_(eps).rsqrt_().to(x.dtype)
-    return x.mul_(scale) if inplace else x * scale
+    return torch.mul(x, scale, out=out) if out is not None else x * scale
 
 
 def timestep_sinusoids(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -103,7 +106,10 @@ class TimestepEmbedder(nn.Module):
 
 class CausalConv3d(nn.Module):
     """Conv3d padded in time by repeating edge frames (only the first frame when causal); space is
-    zero-padded by the conv itself, so the only copy is the one time-padding concat."""
+    zero-padded by the conv itself.
+
+    Callers that compute the conv's input anyway write it straight into a time-padded buffer
+    (``padded_input`` then ``conv_padded``), so no separate padded copy is ever made."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1, causal: bool = True) -> None:
         super().__init__()
@@ -111,17 +117,33 @@ class CausalConv3d(nn.Module):
         self.causal = causal
         pad = kernel_size // 2
         self.conv = nn.Conv3d(cin, cout, kernel_size, stride=stride, padding=(0, pad, pad))
+        k = kernel_size - 1
+        self.time_pad = (k, 0) if causal else (k // 2, k // 2)  # frames repeated before, after
+
+    def padded_input(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An uninitialised time-padded buffer for an input shaped like ``like``, and the view of its
+        unpadded frames to write that input into."""
+        before, after = self.time_pad
+        b, c, f, h, w = like.shape
+        buf = like.new_empty((b, c, before + f + after, h, w))
+        return buf, buf[:, :, before : before + f]
+
+    def conv_padded(self, buf: torch.Tensor) -> torch.Tensor:
+        """Fill the padding frames of a ``padded_input`` buffer from its edge frames and convolve it."""
+        before, after = self.time_pad
+        end = buf.shape[2] - after
+        if before:
+            buf[:, :, :before] = buf[:, :, before : before + 1]
+        if after:
+            buf[:, :, end:] = buf[:, :, end - 1 : end]
+        return self.conv(buf)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.time_kernel
-        if k > 1:
-            b, c, _, h, w = x.shape
-            if self.causal:
-                x = torch.cat([x[:, :, :1].expand(b, c, k - 1, h, w), x], dim=2)
-            else:
-                p = (k - 1) // 2
-                x = torch.cat([x[:, :, :1].expand(b, c, p, h, w), x, x[:, :, -1:].expand(b, c, p, h, w)], dim=2)
-        return self.conv(x)
+        if self.time_pad == (0, 0):
+            return self.conv(x)
+        buf, frames = self.padded_input(x)
+        frames.copy_(x)
+        return self.conv_padded(buf)
 
 
 def _spatial_noise(h: torch.Tensor, scale: torch.Tensor, generator: Generators | None) -> torch.Tensor:
@@ -177,19 +199,24 @@ class ResnetBlock3d(nn.Module):
     def forward(
         self, x: torch.Tensor, temb: torch.Tensor | None = None, generator: Generators | None = None
     ) -> torch.Tensor:
-        h = rms_norm_channels(x)
+        # norm -> modulate -> SiLU written straight into each conv's time-padded input buffer
+        buf, h = self.conv1.padded_input(x)
+        rms_norm_channels(x, out=h)
         if self.scale_shift_table is not None:
             # temb (B, 4*C, 1, 1, 1) -> 4 x (B, C, 1, 1, 1)
             ada = temb.unflatten(1, (4, -1)) + self.scale_shift_table[None, :, :, None, None, None]
             shift1, scale1, shift2, scale2 = ada.unbind(1)
-            h = torch.addcmul(shift1, h, 1 + scale1, out=h)
-        h = self.conv1(F.silu(h, inplace=True))
+            torch.addcmul(shift1, h, 1 + scale1, out=h)
+        F.silu(h, inplace=True)
+        h = self.conv1.conv_padded(buf)
         if self.per_channel_scale1 is not None:
             h.add_(_spatial_noise(h, self.per_channel_scale1, generator))
-        h = rms_norm_channels(h, inplace=True)
+        buf, h2 = self.conv2.padded_input(h)
+        rms_norm_channels(h, out=h2)
         if self.scale_shift_table is not None:
-            h = torch.addcmul(shift2, h, 1 + scale2, out=h)
-        h = self.conv2(F.silu(h, inplace=True))
+            torch.addcmul(shift2, h2, 1 + scale2, out=h2)
+        F.silu(h2, inplace=True)
+        h = self.conv2.conv_padded(buf)
         if self.per_channel_scale2 is not None:
             h.add_(_spatial_noise(h, self.per_channel_scale2, generator))
         if self.norm3 is not None:
