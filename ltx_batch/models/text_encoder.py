@@ -27,6 +27,9 @@ class TextEncoder:
     def load(cls, encoder_dir: str | Path, tokenizer_dir: str | Path, *, dtype: torch.dtype, device: torch.device):
         # transformers is imported here so that importing ltx_batch.models stays cheap for stages without T5.
         from transformers import AutoTokenizer, T5EncoderModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-shard bars from every actor would flood the run's output
 
         model = T5EncoderModel.from_pretrained(str(encoder_dir), dtype=dtype, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)

@@ -92,6 +92,9 @@ def _debug_vocab() -> list[tuple[str, float]]:
 
 def _write_text_encoder(root: Path) -> None:
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     tokenizer = T5Tokenizer(vocab=_debug_vocab(), extra_ids=0)
     tokenizer.save_pretrained(str(root / "tokenizer"))
