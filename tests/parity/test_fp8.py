@@ -23,6 +23,8 @@ from ltx_batch.weights.checkpoint import open_checkpoint
 from ltx_batch.weights.lora import apply_loras
 from ltx_batch.weights.strict import build_on_meta
 
+from .tiny_transformer import transformer_pair
+
 from .single_file_data import VAE_STYLES, diffusers_transformer, file_state, lt_transformer, model_config, randomize
 from .single_file_data import LT_SCHEDULER_NEW, write_single_file
 from .test_lora import MODULES, TINY, comfy_state, make_lora, peft_state, write
@@ -37,17 +39,8 @@ SCALE = (8 / 25.0, 32, 32)
 
 @pytest.fixture(scope="module")
 def base():
-    torch.manual_seed(0)
-    ref = LTXVideoTransformer3DModel(**TINY).eval()
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if "scale_shift_table" in name or "norm_" in name:
-                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm_" in name else 0.0))
-            elif name.endswith("bias"):  # values float8 holds exactly (diffusers stores biases in float8 too)
-                p.copy_((torch.randn_like(p) * 0.3).to(FP8).float())
-    ours = LTXVideoTransformer(TransformerConfig.from_dict(dict(ref.config))).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
+    # biases float8 holds exactly: diffusers stores biases in float8 too
+    return transformer_pair(TINY, bias_dtype=FP8)
 
 
 def _inputs():

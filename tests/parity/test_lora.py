@@ -21,16 +21,17 @@ from safetensors.torch import save_file
 
 from ltx_batch import load_job, render_one
 from ltx_batch.models.rope import grid_coords, grid_from_latent_coords, rope_tables
-from ltx_batch.models.transformer import LTXVideoTransformer, TransformerConfig
 from ltx_batch.stages import models
 from ltx_batch.weights.keymaps_ltx import transformer_file_key
 from ltx_batch.weights.lora import LoraError, apply_loras
+
+from .tiny_transformer import transformer_pair
 
 from ..conftest import frames_close
 
 pytest.importorskip("peft")
 diffusers = pytest.importorskip("diffusers")
-from diffusers import LTXConditionPipeline, LTXVideoTransformer3DModel  # noqa: E402
+from diffusers import LTXConditionPipeline  # noqa: E402
 
 TINY = dict(in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
             num_layers=2, caption_channels=16)  # fmt: skip
@@ -44,15 +45,7 @@ MODULES = {"transformer_blocks.0.attn1.to_q": 4, "transformer_blocks.0.attn1.to_
 
 @pytest.fixture(scope="module")
 def base():
-    torch.manual_seed(0)
-    ref = LTXVideoTransformer3DModel(**TINY).eval()
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if "scale_shift_table" in name or "norm_" in name:
-                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm_" in name else 0.0))
-    ours = LTXVideoTransformer(TransformerConfig.from_dict(dict(ref.config))).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
+    return transformer_pair(TINY)
 
 
 def make_lora(model, modules: dict[str, int], seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

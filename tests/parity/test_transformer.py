@@ -20,6 +20,8 @@ from ltx_batch.models.rope import (
 )
 from ltx_batch.models.transformer import LTXVideoTransformer, TransformerConfig, trim_encoder_padding
 
+from .tiny_transformer import transformer_pair
+
 pytest.importorskip("diffusers")
 from diffusers import LTXVideoTransformer3DModel  # noqa: E402
 from diffusers.models.transformers.transformer_ltx import LTXVideoRotaryPosEmbed  # noqa: E402
@@ -44,16 +46,7 @@ VAE_T, VAE_S = 8, 32
 
 @pytest.fixture(scope="module")
 def models() -> tuple[LTXVideoTransformer3DModel, LTXVideoTransformer]:
-    torch.manual_seed(0)
-    ref = LTXVideoTransformer3DModel(**TINY).eval()
-    with torch.no_grad():
-        # Non-trivial modulation tables and q/k norm weights (defaults are near zero / ones).
-        for name, p in ref.named_parameters():
-            if "scale_shift_table" in name or "norm_" in name:
-                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm_" in name else 0.0))
-    ours = LTXVideoTransformer(TransformerConfig.from_dict(dict(ref.config))).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
+    return transformer_pair(TINY)
 
 
 def _inputs(per_token: bool, padded: bool) -> dict[str, torch.Tensor]:
