@@ -90,7 +90,7 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
         try:
             row = validate_row(raw, defaults=defaults, frame_rate=job.recipe.frame_rate, base_uri=base)
         except RowError as e:
-            done.append(failed_record(raw.get("id"), raw, "validate", str(e)))
+            done.append(failed_record(raw.get("id"), "validate", str(e)))
             continue
         fp = fingerprint(job, row, model)
         if row.id in finished:

@@ -52,20 +52,21 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def new_record(row: Row, fingerprint: str) -> dict[str, Any]:
-    data = {**row.as_dict(), "extra": row.extra}
+def _record(row_id: str, row_json: str, fingerprint: str) -> dict[str, Any]:
     return {
-        "id": row.id, "row": json.dumps(data, default=_jsonable), "fingerprint": fingerprint,
-        "error_stage": "", "error": "", "attempts": 0, "timings": "{}",
-        TEXT: b"", LATENTS: b"", GENERATOR: b"", "outputs": "{}",
+        "id": row_id, "row": row_json, "fingerprint": fingerprint, "error_stage": "", "error": "", "attempts": 0,
+        "timings": "{}", TEXT: b"", LATENTS: b"", GENERATOR: b"", "outputs": "{}",
     }  # fmt: skip
 
 
-def failed_record(row_id: str, raw: dict, stage: str, error: str) -> dict[str, Any]:
+def new_record(row: Row, fingerprint: str) -> dict[str, Any]:
+    return _record(row.id, json.dumps({**row.as_dict(), "extra": row.extra}, default=_jsonable), fingerprint)
+
+
+def failed_record(row_id: Any, stage: str, error: str) -> dict[str, Any]:
     """A row that failed before it became a ``Row`` (validation): it still yields a result."""
-    rec = {"id": str(row_id), "row": json.dumps({"id": str(row_id), "extra": {}}, default=_jsonable),
-           "fingerprint": "", "error_stage": stage, "error": error, "attempts": 0, "timings": "{}",
-           TEXT: b"", LATENTS: b"", GENERATOR: b"", "outputs": "{}"}  # fmt: skip
+    rec = _record(str(row_id), json.dumps({"id": str(row_id), "extra": {}}), "")
+    rec.update(error_stage=stage, error=error)
     return rec
 
 
