@@ -142,10 +142,14 @@ def build_dataset(job: Job, records: list[dict], attempts):
     ds = ray.data.from_items(records, override_num_blocks=max(1, len(records)))
     for cls in stage_classes(job):
         res = resources(job, _pool_name(cls), cluster)
+        # two calls per actor where a stage's I/O can overlap its model work (Stage.overlap_io)
+        calls = 2 if cls.concurrent_io() else 1
         ds = ds.map_batches(
             cls,
             fn_constructor_kwargs={"job": job, "attempts": attempts, "eager": True},
-            compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+            compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors,
+                                      max_concurrent_calls_per_actor=calls,
+                                      enable_true_multi_threading=calls > 1),  # fmt: skip
             batch_size=res.batch_size,
             batch_format="numpy",
             num_gpus=res.num_gpus or None,
@@ -247,9 +251,9 @@ def ensure_ray(address: str | None = None) -> None:
     # More logical CPUs than cores: five one-CPU pools plus Ray Data's own tasks must fit on a laptop;
     # each CPU actor sets its torch threads to its num_cpus, so the cores are shared, not oversubscribed.
     cpus = max(8, 2 * (os.cpu_count() or 1))
-    # a local Ray talks over loopback only
-    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True,
-             _node_ip_address="127.0.0.1")  # fmt: skip
+    # A local Ray is started from this process, so its workers inherit this environment; no runtime_env, which
+    # would make every worker a fresh start instead of one of the processes Ray pre-starts. Loopback only.
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True, _node_ip_address="127.0.0.1")
 
 
 def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, run_id: str | None = None,
@@ -273,9 +277,9 @@ def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, ru
         meter = Progress(len(todo), attempts) if progress else contextlib.nullcontext()
         try:
             with meter:
-                batches = build_dataset(job, todo, attempts).select_columns(columns).iter_batches(
-                    batch_size=1, batch_format="numpy"
-                )
+                # no select_columns: the decode stage already blanks the blobs, and a projection would be
+                # one more task pool (worker processes) on the critical path
+                batches = build_dataset(job, todo, attempts).iter_batches(batch_size=1, batch_format="numpy")
                 for batch in batches:
                     for i in range(len(batch["id"])):
                         record = {c: batch[c][i] for c in columns}

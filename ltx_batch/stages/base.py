@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Iterable
@@ -83,10 +84,21 @@ class Stage:
 
     drops: ClassVar[tuple[str, ...]] = ()  # columns blanked after this stage (blobs nobody downstream reads)
 
+    # A stage whose ``process`` holds ``self.compute`` only around model work and releases it for its I/O
+    # (MP4 encode, upload): its actors take two calls at once, so one row's write overlaps the next row's
+    # decode and the accelerator does not wait on ffmpeg or S3. Other stages run ``process`` under the lock.
+    overlap_io: ClassVar[bool] = False
+
+    @classmethod
+    def concurrent_io(cls) -> bool:
+        """Whether this stage's actors should take two calls at once (see ``overlap_io``)."""
+        return cls.overlap_io
+
     def __init__(self, job: Job, attempts=None, eager: bool = False):
         self.job = job
         self.attempts = attempts  # Ray actor counting tries per row (pipeline.AttemptCounter), or None
         self._ready = False
+        self.compute = threading.Lock()  # one model computation at a time per actor (GPU memory is sized for one)
         if eager:  # on an actor: load now, so every pool warms up at once instead of on its first batch
             self.ensure_setup()
 
@@ -157,7 +169,11 @@ class Stage:
     def _run_group(self, group: list[dict[str, Any]]) -> None:
         start = time.perf_counter()
         try:
-            self.process(group)
+            if self.overlap_io:
+                self.process(group)
+            else:
+                with self.compute:
+                    self.process(group)
         except Exception as e:  # noqa: BLE001 - isolation is the point: the error is recorded per row
             if len(group) == 1:
                 self._fail(group[0], e)

@@ -28,6 +28,7 @@ class DecodeStage(Stage):
     inputs = ("row", LATENTS, GENERATOR)
     outputs = ("outputs",)
     drops = (TEXT, LATENTS, GENERATOR)  # nothing downstream needs the blobs: results stay small
+    overlap_io = True  # the VAE runs under self.compute; the MP4 encode and upload outside it
 
     def setup(self) -> None:
         self.vae = models.load(self.job, "vae", dtype=self.dtype, device=self.device)
@@ -45,11 +46,12 @@ class DecodeStage(Stage):
         row = row_of(record)
         recipe = self.job.recipe
         latents = unpack_tensors(record[LATENTS])["latents"]
-        frames = decode_frames(
-            self.vae, latents, [restore_generator(record[GENERATOR])], decode_timestep=recipe.decode_timestep,
-            decode_noise_scale=recipe.decode_noise_scale, dtype=self.dtype,
-            injection_generators=[torch.Generator().manual_seed(row.seed)], tiling=self.tiling,
-        )[0].numpy()  # fmt: skip
+        with self.compute:
+            frames = decode_frames(
+                self.vae, latents, [restore_generator(record[GENERATOR])], decode_timestep=recipe.decode_timestep,
+                decode_noise_scale=recipe.decode_noise_scale, dtype=self.dtype,
+                injection_generators=[torch.Generator().manual_seed(row.seed)], tiling=self.tiling,
+            )[0].numpy()  # fmt: skip
         frames = resize_frames(frames, row.width, row.height)
         sizes = {"base": list(pass_size(self.job, row, refine=False))}
         if self.job.multiscale:

@@ -14,11 +14,17 @@ from .records import alive
 class FusedStage(Stage):
     parts: tuple[type[Stage], ...] = ()
 
+    @classmethod
+    def concurrent_io(cls) -> bool:
+        return any(part.overlap_io for part in cls.parts)
+
     def __init__(self, job, attempts=None, eager: bool = False):
         self.stages = [part(job) for part in self.parts]
         self.name = self.stages[0].name  # attempts are counted under the first part
         self.drops = tuple(c for st in self.stages for c in st.drops)
         super().__init__(job, attempts, eager)
+        for stage in self.stages:  # parts share one lock: only the I/O of an overlap_io part runs beside them
+            stage.compute = self.compute
 
     def ensure_setup(self) -> None:
         for stage in self.stages:

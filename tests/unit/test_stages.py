@@ -85,3 +85,49 @@ def test_generator_state_continues_the_stream():
     torch.randn(5, generator=g)
     copy = restore_generator(generator_state(g))
     assert torch.equal(torch.randn(7, generator=g), torch.randn(7, generator=copy))
+
+
+def test_decode_writes_one_row_while_the_next_decodes(tmp_path, monkeypatch):
+    # overlap_io: the decode stage holds its compute lock only around the VAE, so a second call (Ray gives
+    # its actors two) decodes while the first is still encoding/uploading. Row a's write waits until row b
+    # has reached its own write, which it can only do by decoding while a holds no lock.
+    import threading
+
+    from ltx_batch.stages import decode as decode_module
+
+    job = _job(tmp_path / "out")
+    *upstream, decode = stages_for(job)
+    records = _records(job, [{"id": "a", "prompt": "first", "seed": 1}, {"id": "b", "prompt": "second", "seed": 2}])
+    for stage in upstream:
+        records = stage(records)
+    a_writing, b_writing = threading.Event(), threading.Event()
+    write = decode_module.write_outputs
+
+    def gated_write(storage, job, row, **kw):
+        if row.id == "a":
+            a_writing.set()
+            assert b_writing.wait(timeout=60), "row b never decoded while row a was writing"
+        else:
+            b_writing.set()
+        return write(storage, job, row, **kw)
+
+    monkeypatch.setattr(decode_module, "write_outputs", gated_write)
+    out = {}
+    first = threading.Thread(target=lambda: out.update(a=decode([records[0]])))
+    first.start()
+    assert a_writing.wait(timeout=60)
+    out["b"] = decode([records[1]])
+    first.join(timeout=60)
+    assert [out[k][0]["error"] for k in "ab"] == ["", ""]
+    assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == ["a.npy", "b.npy"]
+
+
+def test_fused_parts_share_one_compute_lock(tmp_path):
+    from ltx_batch.stages.decode import DecodeStage
+    from ltx_batch.stages.fused import fuse
+    from ltx_batch.stages.sample import RefineStage
+
+    fused_cls = fuse(RefineStage, DecodeStage)
+    assert fused_cls.concurrent_io() and not RefineStage.concurrent_io()
+    fused = fused_cls(_job(tmp_path / "out"))
+    assert all(part.compute is fused.compute for part in fused.stages)

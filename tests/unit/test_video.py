@@ -1,0 +1,29 @@
+"""MP4 encoding: frames and rate survive a round trip through ffmpeg; ffmpeg's own errors are reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ltx_batch.io.video import encode_mp4, read_video
+
+
+def test_round_trip_keeps_frames_size_and_an_ntsc_rate(tmp_path):
+    ramp = np.linspace(0.0, 1.0, 64, dtype=np.float32)
+    frames = np.broadcast_to(ramp[None, None, :, None], (9, 32, 64, 3)).copy()
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(encode_mp4(frames, 24000 / 1001))
+    back, meta = read_video(str(path))
+    assert back.shape == (9, 32, 64, 3)
+    assert meta["fps"] == pytest.approx(24000 / 1001, abs=0.005)  # ffmpeg prints it rounded: 23.98
+    assert np.abs(back.astype(np.float32) / 255 - frames).mean() < 0.02  # crf 18 on a smooth ramp
+
+
+def test_ffmpeg_failure_carries_its_message():
+    with pytest.raises(RuntimeError, match=r"ffmpeg exited with .*crf"):
+        encode_mp4(np.zeros((2, 16, 16, 3), np.uint8), 25, crf=-5)
+
+
+def test_odd_sizes_are_refused_before_ffmpeg_runs():
+    with pytest.raises(ValueError, match="even H and W"):
+        encode_mp4(np.zeros((2, 15, 16, 3), np.uint8), 25)
