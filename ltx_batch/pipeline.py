@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from .fingerprint import fingerprint, model_identity
 from .io.manifest import ManifestError, manifest_base, read_manifest
-from .io.outputs import read_metadata
+from .io.outputs import read_metadata_many
 from .io.results import write_results
 from .io.rows import RowError, validate_row
 from .io.storage import Storage
@@ -85,26 +85,28 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
     base = manifest_base(job.input)
     model = model_identity(job)
     finished = set(n.removesuffix(".json") for n in storage.listdir("metadata") if n.endswith(".json"))
-    todo, done, mismatched = [], [], []
+    rows, done = [], []
     for raw in raw_rows:
         try:
             row = validate_row(raw, defaults=defaults, frame_rate=job.recipe.frame_rate, base_uri=base)
         except RowError as e:
             done.append(failed_record(raw.get("id"), "validate", str(e)))
             continue
-        fp = fingerprint(job, row, model)
-        if row.id in finished:
-            meta = read_metadata(storage, row.id)
-            if meta and meta.get("status") == "ok":
-                if meta.get("fingerprint") == fp:
-                    rec = new_record(row, fp)
-                    rec["outputs"] = json.dumps({k: v["path"] for k, v in meta.get("outputs", {}).items()})
-                    rec["status"] = "skipped"
-                    done.append(rec)
-                    continue
-                if not overwrite:
-                    mismatched.append(row.id)
-                    continue
+        rows.append((row, fingerprint(job, row, model)))
+    metadata = read_metadata_many(storage, [row.id for row, _ in rows if row.id in finished])
+    todo, mismatched = [], []
+    for row, fp in rows:
+        meta = metadata.get(row.id)
+        if meta and meta.get("status") == "ok":
+            if meta.get("fingerprint") == fp:
+                rec = new_record(row, fp)
+                rec["outputs"] = json.dumps({k: v["path"] for k, v in meta.get("outputs", {}).items()})
+                rec["status"] = "skipped"
+                done.append(rec)
+                continue
+            if not overwrite:
+                mismatched.append(row.id)
+                continue
         todo.append(new_record(row, fp))
     if mismatched:
         shown = ", ".join(mismatched[:10]) + (f" (+{len(mismatched) - 10} more)" if len(mismatched) > 10 else "")

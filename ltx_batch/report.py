@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .io.outputs import read_metadata
+from .io.outputs import read_metadata_many
 from .io.results import read_results
 from .io.storage import Storage
 
@@ -172,12 +172,13 @@ def write_report(storage: Storage, summary, rows: list[Mapping[str, Any]] | None
     metadata = dict(metadata_by_id or {})
     wanted = [r["id"] for r in sorted(rows, key=lambda r: str(r["id"]))
               if r.get("status") in ("ok", "skipped") and (r.get("paths") or {}).get("mp4")][:max_videos]  # fmt: skip
-    for row_id in wanted:
-        if row_id not in metadata:
-            try:
-                metadata[row_id] = read_metadata(storage, row_id) or {}
-            except (OSError, ValueError):
-                metadata[row_id] = {}
+    missing = [row_id for row_id in wanted if row_id not in metadata]
+    try:
+        found = read_metadata_many(storage, missing)
+    except (OSError, ValueError):
+        found = {}
+    for row_id in missing:
+        metadata[row_id] = found.get(row_id) or {}
     page = render_report(summary, rows, metadata, max_videos=max_videos)
     storage.write_bytes(REPORT_KEY, page.encode("utf-8"))
     return storage.url(REPORT_KEY)

@@ -41,6 +41,12 @@ def read_metadata(storage: Storage, row_id: str) -> dict[str, Any] | None:
         return None
 
 
+def read_metadata_many(storage: Storage, row_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``{id: metadata}`` for the rows that have a metadata file, read concurrently (``Storage.read_many``)."""
+    got = storage.read_many([metadata_key(i) for i in row_ids])
+    return {i: json.loads(got[metadata_key(i)]) for i in row_ids if metadata_key(i) in got}
+
+
 def _put(storage: Storage, key: str, data: bytes) -> dict[str, Any]:
     storage.write_bytes(key, data)
     return {"path": key, "url": storage.url(key), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

@@ -66,6 +66,23 @@ class Storage:
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self.path(key))
 
+    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+        """``{key: bytes}`` for the keys that exist, fetched in one call: concurrent requests on object
+        stores (s3fs batches them), so a re-run over thousands of finished rows is not one GET at a time."""
+        if not keys:
+            return {}
+        paths = {self.path(k): k for k in keys}
+        got = self.fs.cat(list(paths), on_error="return")
+        out = {}
+        for path, data in got.items():
+            key = paths.get(path) or paths.get(self.fs._strip_protocol(path))
+            if isinstance(data, FileNotFoundError) or key is None:
+                continue
+            if isinstance(data, BaseException):  # a denied or failed read must not look like a missing file
+                raise data
+            out[key] = data
+        return out
+
     def exists(self, key: str) -> bool:
         return self.fs.exists(self.path(key))
 

@@ -1,0 +1,62 @@
+"""The driver's plan without Ray: invalid rows, finished rows (one bulk metadata read), changed recipes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ltx_batch import load_job
+from ltx_batch.fingerprint import fingerprint
+from ltx_batch.io.manifest import manifest_table, write_parquet
+from ltx_batch.io.outputs import metadata_key, read_metadata_many
+from ltx_batch.io.rows import validate_row
+from ltx_batch.io.storage import Storage
+from ltx_batch.pipeline import FingerprintMismatch, plan
+
+ROWS = [{"id": "new", "prompt": "a"}, {"id": "bad", "prompt": "b", "width": 33},
+        {"id": "done", "prompt": "c"}, {"id": "retry", "prompt": "d"}]  # fmt: skip
+
+
+def _job(tmp_path, steps=2):
+    write_parquet(manifest_table(ROWS), str(tmp_path / "m.parquet"))
+    return load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "recipe": {"num_inference_steps": steps},
+                     "input": str(tmp_path / "m.parquet"), "output": str(tmp_path / "out")})  # fmt: skip
+
+
+def _finish(storage, job, raw, status="ok"):
+    row = validate_row(raw, defaults={"width": job.defaults.width, "height": job.defaults.height,
+                                      "num_frames": job.defaults.num_frames}, frame_rate=job.recipe.frame_rate)  # fmt: skip
+    meta = {"id": row.id, "status": status, "fingerprint": fingerprint(job, row),
+            "outputs": {"mp4": {"path": f"videos/{row.id}.mp4"}}}  # fmt: skip
+    storage.write_bytes(metadata_key(row.id), json.dumps(meta).encode())
+
+
+def test_plan_skips_finished_rows_and_fails_invalid_ones(tmp_path):
+    job = _job(tmp_path)
+    storage = Storage(job.output)
+    _finish(storage, job, ROWS[2])
+    _finish(storage, job, ROWS[3], status="failed")  # not finished: rendered again
+    todo, done = plan(job, storage)
+    assert sorted(r["id"] for r in todo) == ["new", "retry"]
+    by_id = {r["id"]: r for r in done}
+    assert by_id["bad"]["error_stage"] == "validate" and "width" in by_id["bad"]["error"]
+    assert by_id["done"]["status"] == "skipped" and json.loads(by_id["done"]["outputs"]) == {"mp4": "videos/done.mp4"}
+
+
+def test_a_changed_recipe_names_the_finished_rows(tmp_path):
+    storage = Storage(str(tmp_path / "out"))
+    _finish(storage, _job(tmp_path, steps=2), ROWS[2])
+    changed = _job(tmp_path, steps=3)
+    with pytest.raises(FingerprintMismatch, match="done"):
+        plan(changed, storage)
+    todo, _ = plan(changed, storage, overwrite=True)
+    assert sorted(r["id"] for r in todo) == ["done", "new", "retry"]
+
+
+def test_bulk_metadata_read_omits_missing_rows(tmp_path):
+    for root in (str(tmp_path / "local"), "memory://ltx-plan-test/out"):
+        storage = Storage(root)
+        storage.write_bytes(metadata_key("a"), b'{"status": "ok"}')
+        assert read_metadata_many(storage, ["a", "missing"]) == {"a": {"status": "ok"}}
+        assert read_metadata_many(storage, []) == {}
