@@ -1,27 +1,50 @@
 """GPU benchmark: real-size random-weight LTX-Video models, ours against diffusers' on the same GPU.
 
     python bench/gpu.py                       # 2B at 768x512x121, bf16, CFG (needs an NVIDIA GPU)
-    python bench/gpu.py --model 13b           # 13B (needs ~40 GB free)
+    python bench/gpu.py --model 13b           # 13B (the transformer row holds two copies: ~52 GB)
+    python bench/gpu.py --skip-e2e            # only the matmul, transformer-step and VAE rows
     python bench/gpu.py --tiny --device cpu   # smoke run of every code path on a CPU (numbers meaningless)
 
 Rows: the measured dense bf16 matmul peak; seconds per transformer step (one CFG forward of batch 2) with
 achieved TFLOP/s and the fraction of that peak (REFERENCE.md's FLOP model: linears + attention); VAE decode
-seconds and peak memory (0.9.5+ architecture). Same random weights in ours and diffusers'. Results are
-appended to bench/RESULTS.md with the date and the GPU's name. (Not yet here: the end-to-end seconds per
-video beside ``LTXConditionPipeline``; ``bench/models.py`` has that row at CPU sizes.)
+seconds and peak memory (0.9.5+ architecture). Same random weights in ours and diffusers'.
+
+End to end (skipped with ``--skip-e2e``): seconds per video of ``ltx_batch.Renderer`` beside diffusers'
+``LTXConditionPipeline``, both loading one random checkpoint folder in the diffusers layout written to a
+temporary directory (under $TMPDIR: ~7 GB for 2B, ~29 GB for 13B): the real-size transformer, the 0.9.5 VAE,
+the 0.9.5+ flow-match scheduler config, and a *small random T5 stand-in* (2 layers, d_model 4096 = the
+transformer's caption width, d_ff 1024; the real T5-XXL has 24 layers and d_ff 10240, 4.8B parameters, and
+is a small share of a video's time), with the debug checkpoint's offline tokenizer. Same prompt, negative
+prompt, size (``--e2e-size``, default ``--size``), steps (``--e2e-steps``, default 30), CFG 3, decode
+timestep 0.05 / noise 0.025 and seed on both sides; one warm-up call each (which loads the models), then
+``--repeats`` timed calls. Ours is timed twice: writing the MP4 (what a user gets; the random weights make
+noise-like frames, which x264 typically encodes more slowly than real video) and writing only the latents
+file (no MP4);
+diffusers returns frames in memory (``output_type="np"``) and writes nothing. The sides run one after the
+other, ours first, each with the GPU to itself; peak memory is each side's ``max_memory_allocated``
+(weights included). Below the table: ours per stage (median) and the e2e settings.
+
+Results are appended to bench/RESULTS.md with the date and the GPU's name (not for ``--tiny``).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
+import itertools
+import json
 import os
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is made locally; GPU machines may have no network
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 
@@ -72,14 +95,26 @@ def transformer_flops(cfg, tokens: int, text: int, batch: int) -> float:
     return batch * (2 * tokens * per_token_linear / 2 + cross_kv + attn)
 
 
+def transformer_kwargs(args) -> dict:
+    size = SIZES[args.model] if not args.tiny else dict(num_attention_heads=4, attention_head_dim=16, num_layers=2)
+    return dict(in_channels=128, out_channels=128, caption_channels=4096 if not args.tiny else 64,
+                cross_attention_dim=size["num_attention_heads"] * size["attention_head_dim"], **size)  # fmt: skip
+
+
+def vae_kwargs(args) -> dict:
+    cfg = dict(VAE_095)
+    if args.tiny:
+        cfg.update(block_out_channels=(16, 32, 64, 64, 64), decoder_block_out_channels=(16, 32, 64), latent_channels=16,
+                   layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 4)  # fmt: skip
+    return cfg
+
+
 def build_transformers(args, device, dtype):
     from diffusers import LTXVideoTransformer3DModel
 
     from ltx_batch.models.transformer import LTXVideoTransformer, TransformerConfig
 
-    size = SIZES[args.model] if not args.tiny else dict(num_attention_heads=4, attention_head_dim=16, num_layers=2)
-    kw = dict(in_channels=128, out_channels=128, caption_channels=4096 if not args.tiny else 64,
-              cross_attention_dim=size["num_attention_heads"] * size["attention_head_dim"], **size)  # fmt: skip
+    kw = transformer_kwargs(args)
     torch.manual_seed(0)
     ref = LTXVideoTransformer3DModel(**kw).to(device=device, dtype=dtype).eval()
     ours = LTXVideoTransformer(TransformerConfig.from_dict(kw)).to(device=device, dtype=dtype).eval()
@@ -117,10 +152,7 @@ def bench_vae(args, device, dtype, rows):
 
     from ltx_batch.models.vae import VAEConfig, VideoVAE
 
-    cfg = dict(VAE_095)
-    if args.tiny:
-        cfg.update(block_out_channels=(16, 32, 64, 64, 64), decoder_block_out_channels=(16, 32, 64), latent_channels=16,
-                   layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 4)  # fmt: skip
+    cfg = vae_kwargs(args)
     torch.manual_seed(0)
     ref = AutoencoderKLLTXVideo(**cfg).to(device=device, dtype=dtype).eval()
     ours = VideoVAE(VAEConfig.from_dict({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}))
@@ -141,15 +173,218 @@ def bench_vae(args, device, dtype, rows):
         rows.append(("VAE decode peak GiB", [peaks["ours_mem"]], [peaks["ref_mem"]], None))
 
 
+# --------------------------------------------------------------------------------------------- end to end
+
+E2E_PROMPT = "A red cat walks on the street at night, slow motion, close up"
+E2E_NEGATIVE = "blurry, dark"
+E2E_SEED = 7
+E2E_RECIPE = dict(guidance_scale=3.0, decode_timestep=0.05, decode_noise_scale=0.025)  # 0.9.5-style, both sides
+
+
+def t5_standin(args, d_model: int) -> dict:
+    """T5 config of the random text encoder: T5-XXL's width where it meets the transformer (d_model = the
+    caption width, 64 heads of 64) but 2 layers and a small FFN instead of 24 layers with d_ff 10240, so the
+    checkpoint is cheap to make; both sides run the same one, and T5 is a small share of a video's time."""
+    if args.tiny:
+        return dict(d_model=d_model, d_kv=16, num_heads=4, d_ff=64, num_layers=1)
+    return dict(d_model=d_model, d_kv=64, num_heads=64, d_ff=1024, num_layers=2)
+
+
+def random_state(module: torch.nn.Module, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    """bf16 random tensors, on the CPU, for every entry of ``module``'s state dict (the module is built on the
+    meta device, so nothing is initialised twice). Drawn on ``device``: a 13B model's numbers take minutes on a
+    CPU. Speed does not depend on the values, but they stay finite and of a plausible scale (1/sqrt(fan_in)
+    weights, norm gains near 1, positive latent std) so nothing overflows through the layers."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    out = {}
+    for name, like in module.state_dict().items():
+        shape = like.shape
+        if name.endswith("latents_std"):
+            t = 0.5 + torch.rand(shape, generator=g, device=device)
+        elif like.ndim <= 1:
+            gain = "norm" in name and name.endswith("weight")
+            t = (1.0 if gain else 0.0) + (0.1 if gain else 0.05) * torch.randn(shape, generator=g, device=device)
+        else:
+            t = torch.randn(shape, generator=g, device=device) / like[0].numel() ** 0.5
+        out[name] = t.to(torch.bfloat16).cpu()
+    return out
+
+
+def write_checkpoint(root: Path, args, device: torch.device) -> None:
+    """A diffusers-layout folder that both ``load_job({"model": {"checkpoint": root}})`` and
+    ``LTXConditionPipeline.from_pretrained(root)`` read: random transformer (the rows' size) and 0.9.5 VAE
+    written by diffusers' own ``save_pretrained``, the T5 stand-in, the debug checkpoint's tokenizer (an
+    offline word-piece vocabulary: no download) and the flow-match scheduler config of the 0.9.5+ releases."""
+    from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from ltx_batch.weights.debug import SCHEDULER
+    from ltx_batch.weights.resolve import resolve
+
+    vae_cfg = vae_kwargs(args)
+    # the transformer reads and writes the VAE's latents (the tiny VAE has 16 channels, not 128)
+    tr_cfg = dict(transformer_kwargs(args), in_channels=vae_cfg["latent_channels"],
+                  out_channels=vae_cfg["latent_channels"])  # fmt: skip
+    parts = [("transformer", LTXVideoTransformer3DModel, tr_cfg), ("vae", AutoencoderKLLTXVideo, vae_cfg)]
+    for seed, (name, cls, cfg) in enumerate(parts):
+        with torch.device("meta"):
+            model = cls(**cfg)
+        model.load_state_dict(random_state(model, device, seed), assign=True)
+        model.save_pretrained(str(root / name), safe_serialization=True)  # shards past 10 GB, with an index
+        del model  # one component's CPU copy at a time (13B: 26 GB)
+
+    debug = resolve("ltxv-debug").path
+    shutil.copytree(debug / "tokenizer", root / "tokenizer")
+    vocab = json.loads((debug / "text_encoder" / "config.json").read_text())["vocab_size"]
+    t5_cfg = T5Config(vocab_size=vocab, feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
+                      dropout_rate=0.0, pad_token_id=0, eos_token_id=1, **t5_standin(args, tr_cfg["caption_channels"]))
+    with torch.device("meta"):
+        t5 = T5EncoderModel(t5_cfg)
+    t5.load_state_dict(random_state(t5, device, len(parts)), assign=True)
+    t5.tie_weights()  # the input embedding is the shared one, as in real T5 checkpoints
+    t5.save_pretrained(str(root / "text_encoder"), safe_serialization=True)
+
+    (root / "scheduler").mkdir()
+    (root / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "FlowMatchEulerDiscreteScheduler", **SCHEDULER}, indent=2))
+    index = {"_class_name": "LTXConditionPipeline",
+             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+             "text_encoder": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "T5Tokenizer"],
+             "transformer": ["diffusers", "LTXVideoTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLLTXVideo"]}
+    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def e2e_request(args) -> dict:
+    w, h, f = args.e2e_size
+    return dict(prompt=E2E_PROMPT, negative_prompt=E2E_NEGATIVE, width=w, height=h, num_frames=f)
+
+
+def time_ours(args, device, ckpt: Path, out: Path):
+    """Ours, writing the MP4 and then writing no MP4 (latents file only): two renderers of one checkpoint that
+    share the loaded models (the process-wide model cache). Returns both timings, the per-stage seconds of the
+    timed MP4 renders, and the peak GiB. The models leave the GPU on return."""
+    from ltx_batch import load_job
+    from ltx_batch.render import Renderer
+    from ltx_batch.stages import models as model_cache
+
+    def renderer(save: str) -> Renderer:
+        return Renderer(load_job({
+            "name": f"bench-e2e-{save}", "output": str(out / save), "save": [save],
+            "model": {"checkpoint": str(ckpt), "dtype": "bfloat16", "device": device.type},
+            "recipe": {"pipeline": "condition", "num_inference_steps": args.e2e_steps, **E2E_RECIPE},
+        }))  # fmt: skip
+
+    ids = itertools.count()
+    stage_seconds: list[dict[str, float]] = []
+
+    def render(r: Renderer) -> None:
+        result = r.render({"id": f"v{next(ids)}", "seed": E2E_SEED, **e2e_request(args)})
+        if not result.ok:
+            raise RuntimeError(f"ours failed in {result.error_stage}: {result.error}")
+        if r is with_mp4:
+            stage_seconds.append(result.seconds)
+
+    with_mp4, latents_only = renderer("mp4"), renderer("latents")
+    reset_peak(device)
+    t_mp4 = timed(lambda: render(with_mp4), device, args.repeats)  # the warm-up call loads the models
+    t_latents = timed(lambda: render(latents_only), device, args.repeats)
+    mem = peak_gib(device)
+    model_cache.clear()  # the renderers go with this frame; the cache must let go of the models too
+    return t_mp4, t_latents, stage_seconds[1:], mem  # stage seconds without the warm-up's
+
+
+def time_diffusers(args, device, dtype, ckpt: Path):
+    """``LTXConditionPipeline`` from the same folder, frames returned in memory; timings and peak GiB."""
+    import diffusers
+    from diffusers import LTXConditionPipeline
+
+    diffusers.utils.logging.disable_progress_bar()
+    pipe = LTXConditionPipeline.from_pretrained(str(ckpt), dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    request = e2e_request(args)
+
+    def render() -> None:
+        frames = pipe(**request, num_inference_steps=args.e2e_steps, output_type="np",
+                      generator=torch.Generator().manual_seed(E2E_SEED), **E2E_RECIPE).frames  # fmt: skip
+        if frames.shape[1:4] != (request["num_frames"], request["height"], request["width"]):
+            raise RuntimeError(f"diffusers returned frames of shape {frames.shape}")
+
+    reset_peak(device)  # the weights already on the GPU stay in the peak, as ours' do
+    t = timed(render, device, args.repeats)
+    return t, peak_gib(device)
+
+
+def bench_e2e(args, device, dtype, rows) -> list[str]:
+    """Seconds per video, ours (``Renderer``) against ``LTXConditionPipeline``; returns the note lines. The
+    sides run one after the other, each with the GPU to itself (a 13B pair would not fit at once)."""
+    w, h, f = args.e2e_size
+    free_memory(device)  # the transformer and VAE rows' models are gone: start from an empty GPU
+    with tempfile.TemporaryDirectory(prefix="ltx-gpu-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["LTX_BATCH_CACHE"] = str(tmp / "cache")  # the debug checkpoint (for its tokenizer) goes here
+        ckpt = tmp / "checkpoint"
+        ckpt.mkdir()
+        start = time.perf_counter()
+        write_checkpoint(ckpt, args, device)
+        print(f"end to end: random checkpoint written in {time.perf_counter() - start:.0f} s", flush=True)
+        t_mp4, t_latents, stage_seconds, mem_ours = time_ours(args, device, ckpt, tmp)
+        free_memory(device)
+        t_ref, mem_ref = time_diffusers(args, device, dtype, ckpt)
+        free_memory(device)
+
+    rows.append(("end to end s/video, ours writes MP4", t_mp4, t_ref, None))
+    rows.append(("end to end s/video, ours writes no MP4", t_latents, t_ref, None))
+    if device.type == "cuda":
+        rows.append(("end to end peak GiB", [mem_ours], [mem_ref], None))
+    stages = {k: statistics.median(s[k] for s in stage_seconds) for k in stage_seconds[0]}
+    sample = stages.get("base_sample")
+    t5 = t5_standin(args, transformer_kwargs(args)["caption_channels"])
+    return [
+        f"end to end: {w}x{h}x{f}, {args.e2e_steps} steps, CFG {E2E_RECIPE['guidance_scale']:g}, decode timestep "
+        f"{E2E_RECIPE['decode_timestep']}, seed {E2E_SEED}; random {args.model}{' (tiny)' if args.tiny else ''} "
+        f"transformer + 0.9.5 VAE + random T5 stand-in (num_layers {t5['num_layers']}, d_model {t5['d_model']}, "
+        f"d_ff {t5['d_ff']}; T5-XXL: 24, 4096, 10240); ours: Renderer with MP4 (noise-like frames: x264 is likely "
+        "slower than on real video) or the latents file only; diffusers: LTXConditionPipeline, "
+        "output_type='np' (no file).",
+        "ours per stage, median s of the MP4 renders: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
+        + (f" (base_sample / steps: {sample / args.e2e_steps:.3f})" if sample else "")
+        + "; decode includes the MP4 encode and write.",
+    ]
+
+
 def main() -> None:
+    import diffusers  # its version goes into the results header
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=sorted(SIZES), default="2b")
     ap.add_argument("--size", default="768x512x121", help="WxHxF")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--tiny", action="store_true", help="toy widths: a smoke run of the script itself")
+    ap.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end row (it writes a checkpoint)")
+    ap.add_argument("--e2e-size", default=None,
+                    help="WxHxF of the end-to-end videos (default --size; tiny 192x128x17)")  # fmt: skip
+    ap.add_argument("--e2e-steps", type=int, default=None, help="end-to-end sampling steps (default 30; tiny 3)")
     args = ap.parse_args()
     args.size = tuple(int(v) for v in args.size.split("x"))
+    e2e_size = args.e2e_size or ("192x128x17" if args.tiny else "x".join(map(str, args.size)))
+    args.e2e_size = tuple(int(v) for v in e2e_size.split("x"))
+    args.e2e_steps = args.e2e_steps or (3 if args.tiny else 30)
     device = torch.device(args.device)
     dtype = torch.bfloat16
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -157,9 +392,11 @@ def main() -> None:
     rows: list = []
     bench_transformer(args, device, dtype, rows)
     bench_vae(args, device, dtype, rows)
+    notes = [] if args.skip_e2e else bench_e2e(args, device, dtype, rows)
 
     lines = [f"## {datetime.date.today()} {name}, {args.model}{' (tiny)' if args.tiny else ''}, "
-             f"{'x'.join(map(str, args.size))}, bf16, torch {torch.__version__}",
+             f"{'x'.join(map(str, args.size))}, bf16, torch {torch.__version__}, "
+             f"diffusers {diffusers.__version__}",
              f"measured bf16 matmul peak: {peak:.0f} TFLOP/s", "",
              "| row | ours | diffusers | diffusers/ours | ours TFLOP/s | % of peak |", "|---|---|---|---|---|---|"]  # fmt: skip
     for label, ours, ref, flops in rows:
@@ -167,6 +404,8 @@ def main() -> None:
         tflops = f"{flops / mo / 1e12:.0f}" if flops else "-"
         frac = f"{100 * flops / mo / 1e12 / peak:.0f}%" if flops else "-"
         lines.append(f"| {label} | {mo:.3f} | {mr:.3f} | {mr / mo:.2f}x | {tflops} | {frac} |")
+    if notes:
+        lines += [""] + notes
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.tiny:
