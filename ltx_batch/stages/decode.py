@@ -46,13 +46,17 @@ class DecodeStage(Stage):
         row = row_of(record)
         recipe = self.job.recipe
         latents = unpack_tensors(record[LATENTS])["latents"]
+        # the MP4 needs uint8 frames: made on the device, unless float frames are saved or must be resized
+        final_size = pass_size(self.job, row, refine=self.job.multiscale)
+        as_uint8 = "frames" not in self.job.save and final_size == (row.width, row.height)
         with self.compute:
             frames = decode_frames(
                 self.vae, latents, [restore_generator(record[GENERATOR])], decode_timestep=recipe.decode_timestep,
                 decode_noise_scale=recipe.decode_noise_scale, dtype=self.dtype,
-                injection_generators=[torch.Generator().manual_seed(row.seed)], tiling=self.tiling,
+                injection_generators=[torch.Generator().manual_seed(row.seed)], tiling=self.tiling, as_uint8=as_uint8,
             )[0].numpy()  # fmt: skip
-        frames = resize_frames(frames, row.width, row.height)
+        if not as_uint8:
+            frames = resize_frames(frames, row.width, row.height)
         sizes = {"base": list(pass_size(self.job, row, refine=False))}
         if self.job.multiscale:
             sizes["refine"] = list(pass_size(self.job, row, refine=True))

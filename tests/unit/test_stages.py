@@ -131,3 +131,14 @@ def test_fused_parts_share_one_compute_lock(tmp_path):
     assert fused_cls.concurrent_io() and not RefineStage.concurrent_io()
     fused = fused_cls(_job(tmp_path / "out"))
     assert all(part.compute is fused.compute for part in fused.stages)
+
+
+def test_mp4_is_the_same_whether_frames_are_quantised_on_the_device_or_on_the_host(tmp_path):
+    # save: [mp4] quantises on the VAE's device; saving float frames too takes the host path
+    row = {"id": "r", "prompt": "a lighthouse at dusk", "seed": 5}
+    for name, save in (("device", ["mp4"]), ("host", ["mp4", "frames"])):
+        job = load_job({"model": {"preset": "ltxv-debug", "dtype": "float32", "device": "cpu"},
+                        "recipe": {"num_inference_steps": 2}, "defaults": DEFAULTS, "output": str(tmp_path / name),
+                        "save": save})  # fmt: skip
+        assert render_one(job, row).ok
+    assert (tmp_path / "device/videos/r.mp4").read_bytes() == (tmp_path / "host/videos/r.mp4").read_bytes()

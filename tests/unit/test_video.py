@@ -27,3 +27,18 @@ def test_ffmpeg_failure_carries_its_message():
 def test_odd_sizes_are_refused_before_ffmpeg_runs():
     with pytest.raises(ValueError, match="even H and W"):
         encode_mp4(np.zeros((2, 15, 16, 3), np.uint8), 25)
+
+
+def test_device_quantisation_matches_numpy_bit_for_bit():
+    import torch
+
+    from ltx_batch.io.video import quantize
+    from ltx_batch.sampling.decode import quantize_frames
+
+    rng = np.random.default_rng(0)
+    halves = (np.arange(256, dtype=np.float32) + 0.5) / 255  # values that land on .5 after scaling
+    edges = np.array([0.0, 1.0, -0.0, -0.1, 1.1], dtype=np.float32)
+    noise = rng.random(3 * 2 * 40 * 40 - 261, dtype=np.float32) * 1.2 - 0.1
+    video = torch.from_numpy(np.concatenate([halves, edges, noise]).reshape(1, 3, 2, 40, 40))  # (B, 3, F, H, W)
+    expected = quantize(video.permute(0, 2, 3, 4, 1).numpy())
+    np.testing.assert_array_equal(quantize_frames(video).numpy(), expected)
