@@ -41,6 +41,9 @@ class ModelSpec:
     weight_dtype: str | None = None  # storage dtype of the transformer's Linear weights: WEIGHT_DTYPES
     dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"  # compute dtype
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch.compile the transformer's blocks (models/compile.py): how it runs, not what it computes, so it stays
+    # out of the row fingerprint (fingerprint.py) but keys the per-process model cache (stages/models.py)
+    compile: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

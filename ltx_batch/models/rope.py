@@ -16,7 +16,9 @@ Contract:
   across a batch whose rows have the same coordinates (CFG pairs, same-size videos): ``apply_rope`` broadcasts.
 - ``apply_rope(x, cos, sin)`` rotates interleaved channel pairs ``(x[2i], x[2i+1])`` in float32 and casts back.
   The transformer uses the same rotation as one complex multiply: ``rope_phasors(cos, sin)`` once per forward,
-  then ``rotate(x, phasors)`` per q/k (one pass instead of five; same values to float32 rounding).
+  then ``rotate(x, phasors)`` per q/k (one pass instead of five; same values to float32 rounding). Under
+  ``torch.compile`` ``rotate`` spells the multiply out in real arithmetic (inductor generates no code for complex
+  operators), reading the same phasors.
 
 Numerics follow diffusers 0.42 (``LTXVideoRotaryPosEmbed``, ``apply_rotary_emb``) operation by operation, so the
 tables agree bit for bit on the same device.
@@ -154,12 +156,14 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 def rope_phasors(cos: Tensor, sin: Tensor) -> Tensor:
-    """Tables ``(B, S, dim)`` -> unit phasors ``cos + i sin`` per channel pair, ``(B, S, dim/2)`` complex64.
+    """Tables ``(B, S, dim)`` -> unit phasors per channel pair as ``(cos, sin)``, ``(B, S, dim/2, 2)`` float32.
 
+    That is the memory layout of complex64 ``cos + i sin``: eager ``rotate`` views it as complex for free, while
+    compiled code reads the parts as reals (a complex graph input would keep inductor from generating code).
     Valid for tables from ``rope_tables``, whose two channels of a pair share one angle (it reads the first
     channel of each pair).
     """
-    return torch.complex(cos[..., 0::2].float(), sin[..., 0::2].float())
+    return torch.stack([cos[..., 0::2].float(), sin[..., 0::2].float()], dim=-1)
 
 
 def rotate(x: Tensor, phasors: Tensor) -> Tensor:
@@ -168,6 +172,15 @@ def rotate(x: Tensor, phasors: Tensor) -> Tensor:
     ``(a + ib)(c + is) = (ac - bs) + i(as + bc)``, the rotation ``apply_rope`` spells out. Runs in float32 and
     returns ``x``'s dtype. May overwrite ``x`` (float32 input): pass a tensor the caller no longer needs.
     """
+    if torch.compiler.is_compiling():
+        return _rotate_real(x, phasors)
     xf = x.float()  # float32 input: the same tensor, rotated in place below
-    torch.view_as_complex(xf.unflatten(-1, (-1, 2))).mul_(phasors)
+    torch.view_as_complex(xf.unflatten(-1, (-1, 2))).mul_(torch.view_as_complex(phasors))
     return xf.to(x.dtype)
+
+
+def _rotate_real(x: Tensor, phasors: Tensor) -> Tensor:
+    """``rotate``'s product in real arithmetic, out of place: inductor fuses it into one pointwise kernel."""
+    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    c, s = phasors.unbind(-1)
+    return torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2).to(x.dtype)

@@ -60,6 +60,7 @@ def linear(layer: nn.Linear, x: Tensor, *, gelu: bool = False) -> Tensor:
         and x.dtype in (torch.float32, torch.bfloat16)
         and layer.weight.dtype == x.dtype
         and not torch.is_grad_enabled()  # the op has no backward
+        and not torch.compiler.is_compiling()  # inductor cannot lower this op with dynamic shapes
     ):
         return _ONEDNN_LINEAR(x, layer.weight, layer.bias, "gelu" if gelu else "none", [], "tanh" if gelu else "")
     y = layer(x)

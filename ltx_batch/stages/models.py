@@ -2,8 +2,8 @@
 
 Stages that share a model in one process (base sample and refine share the transformer and VAE when
 fused, or in ``ltx-batch render``) get the same instance instead of a second copy. The transformer is
-loaded with the job's weight storage (``model.weight_dtype``) and LoRAs (``model.loras``), which are part of
-its cache key: another LoRA set is another model.
+loaded with the job's weight storage (``model.weight_dtype``), LoRAs (``model.loras``) and compilation
+(``model.compile``), which are part of its cache key: another LoRA set is another model.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import threading
 import torch
 
 from ..job import Job
+from ..models.compile import compile_blocks
 from ..models.quant import FLOAT8, parameter_bytes
 from ..weights.checkpoint import Checkpoint, open_checkpoint
 from ..weights.lora import apply_loras
@@ -55,7 +56,8 @@ def load(job: Job, kind: str, *, dtype: torch.dtype, device: torch.device):
     ref = component_ref(job, kind)
     key = (kind, ref, dtype, str(device))
     if kind == "transformer":
-        key += (job.model.weight_dtype, tuple((lora.path, lora.scale) for lora in job.model.loras))
+        # compiled and eager transformers are different objects: another model.compile is another model
+        key += (job.model.weight_dtype, tuple((lora.path, lora.scale) for lora in job.model.loras), job.model.compile)
     with _LOCK:
         model = _MODELS.get(key)
     if model is None:
@@ -76,6 +78,8 @@ def _load_transformer(job: Job, ckpt, dtype: torch.dtype, device: torch.device):
     model = ckpt.load_transformer(dtype=dtype, device=device, weight_dtype=storage)
     if m.loras:
         apply_loras(model, [(lora.path, lora.scale) for lora in m.loras], dtype=dtype)
+    if m.compile:  # after the LoRA merge: compilation reads the final weights and layers
+        compile_blocks(model)
     mem = parameter_bytes(model)
     log.info("transformer %s: %.3f GiB of parameters (Linear weights %.3f GiB, LoRA side paths %.3f GiB)",
              ckpt.ref, mem["total"] / 2**30, mem["linear_weights"] / 2**30, mem["lora"] / 2**30)  # fmt: skip

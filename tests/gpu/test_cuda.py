@@ -110,3 +110,25 @@ def test_no_host_synchronisation_per_step(tmp_path):
 def test_bfloat16_render_is_close_to_float32(tmp_path):
     frames_close(_render(tmp_path, "bf16", DEVICE, "bfloat16"), _render(tmp_path, "f32", DEVICE, "float32"),
                  max_tol=0.25, mean_tol=2e-2)  # fmt: skip
+
+
+def test_compiled_blocks_match_eager_without_recompiling():
+    import torch._dynamo
+
+    from ltx_batch.models.compile import compile_blocks
+
+    eager = _small_transformer(DEVICE, torch.bfloat16)
+    compiled = compile_blocks(_small_transformer(DEVICE, torch.bfloat16))
+    torch._dynamo.reset()
+    try:
+        for i, (frames, h, w) in enumerate([(3, 8, 12), (2, 8, 16), (4, 4, 12)]):
+            torch._dynamo.config.error_on_recompile = i > 0  # shapes after the first reuse the graph
+            x, text, t, rope = _transformer_inputs(DEVICE, torch.bfloat16, frames, h, w)
+            with torch.inference_mode():
+                expected = eager(x.clone(), text, t, None, rope).float()
+                got = compiled(x.clone(), text, t, None, rope).float()
+            rel = (got - expected).norm() / expected.norm()
+            assert rel < 1e-2, f"shape {i}: compiled differs from eager by {rel:.3g}"
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+        torch._dynamo.reset()

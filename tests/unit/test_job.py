@@ -291,6 +291,26 @@ def test_bad_loras_and_weight_dtype_are_named(model, key, tmp_path, monkeypatch)
         load_job({"model": {"preset": "ltxv-debug", **model}})
 
 
+def test_model_compile_parses_and_stays_out_of_the_fingerprint():
+    from ltx_batch.fingerprint import fingerprint
+    from ltx_batch.io.rows import validate_row
+
+    eager = load_job({"model": {"preset": "ltxv-debug"}})
+    compiled = load_job({"model": {"preset": "ltxv-debug", "compile": True}})
+    assert (eager.model.compile, compiled.model.compile) == (False, True)
+    assert load_job({"model": {"preset": "ltxv-debug"}}, sets=["model.compile=true"]).model.compile is True
+    assert compiled.to_dict()["model"]["compile"] is True
+    row = validate_row({"id": "a", "prompt": "p"}, defaults={"width": 64, "height": 64, "num_frames": 9},
+                       frame_rate=25.0)  # fmt: skip
+    assert fingerprint(compiled, row) == fingerprint(eager, row)  # how it runs, not what it renders
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_model_compile_must_be_a_bool(value):
+    with pytest.raises(SpecError, match="^model.compile: expected bool"):
+        load_job({"model": {"preset": "ltxv-debug", "compile": value}})
+
+
 def test_gguf_checkpoint_needs_vae_and_text_encoder(tmp_path):
     with pytest.raises(SpecError, match="model.vae, model.text_encoder: a GGUF checkpoint"):
         load_job({"model": {"checkpoint": str(tmp_path / "t.gguf")}})
