@@ -3,6 +3,7 @@
     python bench/gpu.py                       # 2B at 768x512x121, bf16, CFG (needs an NVIDIA GPU)
     python bench/gpu.py --model 13b           # 13B (the transformer row holds two copies: ~52 GB)
     python bench/gpu.py --skip-e2e            # only the matmul, transformer-step and VAE rows
+    python bench/gpu.py --compile             # plus a compiled transformer-step row; e2e with model.compile
     python bench/gpu.py --tiny --device cpu   # smoke run of every code path on a CPU (numbers meaningless)
 
 Rows: the measured dense bf16 matmul peak; seconds per transformer step (one CFG forward of batch 2) with
@@ -145,6 +146,13 @@ def bench_transformer(args, device, dtype, rows):
         t_ref = timed(lambda: ref(hidden_states=x, encoder_hidden_states=ctx, timestep=t, encoder_attention_mask=mask,
                                   video_coords=video_coords, return_dict=False), device, args.repeats)  # fmt: skip
     rows.append(("transformer step (CFG batch 2)", t_ours, t_ref, flops))
+    if args.compile:  # model.compile: the blocks through torch.compile(dynamic=True); two warm-ups pay the compile
+        from ltx_batch.models.compile import compile_blocks
+
+        compile_blocks(ours)
+        with torch.inference_mode():
+            t_comp = timed(lambda: ours(x, ctx, t, mask, rope), device, args.repeats, warmup=2)
+        rows.append(("transformer step, ours compiled", t_comp, t_ref, flops))
 
 
 def bench_vae(args, device, dtype, rows):
@@ -285,7 +293,7 @@ def time_ours(args, device, ckpt: Path, out: Path):
     def renderer(save: str) -> Renderer:
         return Renderer(load_job({
             "name": f"bench-e2e-{save}", "output": str(out / save), "save": [save],
-            "model": {"checkpoint": str(ckpt), "dtype": "bfloat16", "device": device.type},
+            "model": {"checkpoint": str(ckpt), "dtype": "bfloat16", "device": device.type, "compile": args.compile},
             "recipe": {"pipeline": "condition", "num_inference_steps": args.e2e_steps, **E2E_RECIPE},
         }))  # fmt: skip
 
@@ -376,6 +384,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--tiny", action="store_true", help="toy widths: a smoke run of the script itself")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time our transformer step compiled, and render end to end with model.compile")
     ap.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end row (it writes a checkpoint)")
     ap.add_argument("--e2e-size", default=None,
                     help="WxHxF of the end-to-end videos (default --size; tiny 192x128x17)")  # fmt: skip
@@ -395,7 +405,7 @@ def main() -> None:
     notes = [] if args.skip_e2e else bench_e2e(args, device, dtype, rows)
 
     lines = [f"## {datetime.date.today()} {name}, {args.model}{' (tiny)' if args.tiny else ''}, "
-             f"{'x'.join(map(str, args.size))}, bf16, torch {torch.__version__}, "
+             f"{'x'.join(map(str, args.size))}, bf16{', model.compile' if args.compile else ''}, torch {torch.__version__}, "
              f"diffusers {diffusers.__version__}",
              f"measured bf16 matmul peak: {peak:.0f} TFLOP/s", "",
              "| row | ours | diffusers | diffusers/ours | ours TFLOP/s | % of peak |", "|---|---|---|---|---|---|"]  # fmt: skip
