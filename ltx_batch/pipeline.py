@@ -248,7 +248,9 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(address=address or "auto", log_to_driver=True)
         return
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        # a cluster started elsewhere does not have this shell's endpoint/cache settings: pass them along
+        # (only when set: a runtime_env makes the job's workers fresh processes instead of pre-started ones)
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
         return
     # More logical CPUs than cores: five one-CPU pools plus Ray Data's own tasks must fit on a laptop;
     # each CPU actor sets its torch threads to its num_cpus, so the cores are shared, not oversubscribed.
