@@ -56,7 +56,7 @@ def cmd_render(args) -> int:
     request["id"] = args.id or "render-" + hashlib.sha256(
         json.dumps(request, sort_keys=True).encode()
     ).hexdigest()[:12]
-    result = render_one(job, request)
+    result = render_one(job, request, keep_text_encoder=False)  # one row per process: free T5 before sampling
     if result.error_stage == "validate":
         print(f"invalid request: {result.error}", file=sys.stderr)
         return EXIT_INVALID

@@ -71,6 +71,14 @@ def load(job: Job, kind: str, *, dtype: torch.dtype, device: torch.device):
     return model
 
 
+def release(job: Job, kind: str, *, dtype: torch.dtype, device: torch.device) -> None:
+    """Drop this process's cached ``kind`` (non-transformer components): its memory is freed once the
+    stage holding it lets go too. ``render`` frees T5 this way before sampling."""
+    key = (kind, component_ref(job, kind), dtype, str(device))
+    with _LOCK:
+        _MODELS.pop(key, None)
+
+
 def _load_transformer(job: Job, ckpt, dtype: torch.dtype, device: torch.device):
     """The transformer with the job's Linear weight storage and LoRAs (merged, or side paths on fp8/GGUF)."""
     m = job.model

@@ -142,3 +142,34 @@ def test_mp4_is_the_same_whether_frames_are_quantised_on_the_device_or_on_the_ho
                         "save": save})  # fmt: skip
         assert render_one(job, row).ok
     assert (tmp_path / "device/videos/r.mp4").read_bytes() == (tmp_path / "host/videos/r.mp4").read_bytes()
+
+
+def test_render_can_free_the_text_encoder_before_sampling(tmp_path):
+    import gc
+    import weakref
+
+    from ltx_batch.render import Renderer
+    from ltx_batch.stages import models
+
+    job = _job(tmp_path / "out")
+    models.clear()
+    renderer = Renderer(job, keep_text_encoder=False)
+    text_stage, sample_stage = renderer.stages[:2]
+    text_stage.ensure_setup()
+    encoder = weakref.ref(text_stage.encoder)
+    seen = []
+    original = sample_stage.process
+
+    def spy(records):  # is T5 still alive when sampling starts?
+        gc.collect()
+        seen.append(encoder())
+        return original(records)
+
+    sample_stage.process = spy
+    assert renderer.render({"id": "a", "prompt": "first", "seed": 1}).ok
+    assert seen == [None]  # T5 was garbage when the sampler ran
+    assert renderer.render({"id": "b", "prompt": "second", "seed": 2}).ok  # loaded again for the next row
+
+    kept = Renderer(_job(tmp_path / "kept"))
+    assert kept.render({"id": "c", "prompt": "third", "seed": 3}).ok
+    assert kept.stages[0].encoder is not None
