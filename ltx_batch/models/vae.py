@@ -215,11 +215,21 @@ def draw_normal(
     """Standard normal noise drawn as diffusers' ``randn_tensor``: on the generator's device, then moved;
     with a list of generators, row i comes from generator i."""
     if isinstance(generator, torch.Generator):
-        return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+        return _to_device(torch.randn(shape, generator=generator, device=generator.device, dtype=dtype), device)
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
-    rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype).to(device) for g in generator]
-    return torch.cat(rows)
+    rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
+    return _to_device(torch.cat(rows), torch.device(device))
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """CPU-drawn noise onto ``device``. A copy from pageable host memory to a GPU makes the host wait for all
+    queued GPU work first; the condition sampler draws noise every step (hard-condition renoising), so that
+    would stall the GPU once per step. From pinned memory the copy is queued behind the work instead."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor, generator: Generators) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,13 +29,20 @@ SMALL = dict(in_channels=16, out_channels=16, num_attention_heads=4, attention_h
              cross_attention_dim=256, num_layers=2, caption_channels=64)  # fmt: skip
 
 
-def _render(tmp_path, name: str, device: str, dtype: str, steps: int = 3) -> np.ndarray:
+IMAGE = Path(__file__).parents[2] / "manifests" / "media" / "test_card.png"
+
+
+def _render(tmp_path, name: str, device: str, dtype: str, steps: int = 3, image: bool = False) -> np.ndarray:
     job = load_job({
         "model": {"preset": "ltxv-debug", "dtype": dtype, "device": device},
         "recipe": {"num_inference_steps": steps}, "defaults": {"width": 96, "height": 64, "num_frames": 17},
         "output": str(tmp_path / name), "save": ["frames"],
     })  # fmt: skip
-    assert Renderer(job).render({"id": "r", "prompt": "a red ball bouncing", "seed": 7}).ok
+    row = {"id": "r", "prompt": "a red ball bouncing", "seed": 7}
+    if image:  # image-to-video: the sampler re-noises the conditioned tokens with fresh CPU noise every step
+        row["conditions"] = [{"uri": str(IMAGE), "frame_index": 0, "strength": 1.0}]
+    result = Renderer(job).render(row)
+    assert result.ok, result.error
     return np.load(tmp_path / name / "frames" / "r.npy")
 
 
@@ -89,7 +97,8 @@ def test_attention_runs_on_the_flash_kernel():
 
 
 @cuda_only
-def test_no_host_synchronisation_per_step(tmp_path):
+@pytest.mark.parametrize("image", [False, True], ids=["t2v", "i2v"])
+def test_no_host_synchronisation_per_step(tmp_path, image):
     # Synchronising calls outside the loop (prompt trimming, reading frames back) are fine; inside it they
     # would stall the GPU every step. Count them for 2 and for 5 steps: the counts must not grow.
     def syncs(steps: int) -> int:
@@ -97,7 +106,7 @@ def test_no_host_synchronisation_per_step(tmp_path):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                _render(tmp_path, f"sync{steps}", DEVICE, "bfloat16", steps=steps)
+                _render(tmp_path, f"sync{steps}", DEVICE, "bfloat16", steps=steps, image=image)
         finally:
             torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(w.message) for w in caught)
