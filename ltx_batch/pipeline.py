@@ -169,11 +169,17 @@ def _attempt_counter():
             self.counts: dict[tuple[str, str], int] = {}
 
         def begin(self, stage: str, ids: list[str]) -> dict[str, int]:
+            """A try starts: returns each row's try number (1 + the times its actor died in this stage)."""
             out = {}
             for i in ids:
                 self.counts[(stage, i)] = self.counts.get((stage, i), 0) + 1
                 out[i] = self.counts[(stage, i)]
             return out
+
+        def end(self, stage: str, ids: list[str]) -> None:
+            """The try ended in the process (done or raised): only deaths stay counted."""
+            for i in ids:
+                self.counts[(stage, i)] -= 1
 
         def snapshot(self) -> dict[str, int]:
             """Rows that have entered each stage (in pipeline order of first arrival)."""

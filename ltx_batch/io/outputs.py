@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import time
 from typing import Any
 
@@ -29,6 +30,8 @@ from .rows import Row
 from .storage import Storage
 from .video import encode_mp4
 
+log = logging.getLogger(__name__)
+
 
 def metadata_key(row_id: str) -> str:
     return f"metadata/{row_id}.json"
@@ -41,10 +44,23 @@ def read_metadata(storage: Storage, row_id: str) -> dict[str, Any] | None:
         return None
 
 
-def read_metadata_many(storage: Storage, row_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """``{id: metadata}`` for the rows that have a metadata file, read concurrently (``Storage.read_many``)."""
-    got = storage.read_many([metadata_key(i) for i in row_ids])
-    return {i: json.loads(got[metadata_key(i)]) for i in row_ids if metadata_key(i) in got}
+def read_metadata_many(storage: Storage, row_ids: list[str], *, chunk: int = 2000) -> dict[str, dict[str, Any]]:
+    """``{id: metadata}`` for the rows that have a readable metadata file, fetched concurrently
+    (``Storage.read_many``) a chunk at a time. A file that is not valid JSON (a torn write by another tool)
+    is logged and left out: its row counts as unfinished."""
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(row_ids), chunk):
+        ids = row_ids[start : start + chunk]
+        got = storage.read_many([metadata_key(i) for i in ids])
+        for i in ids:
+            data = got.get(metadata_key(i))
+            if data is None:
+                continue
+            try:
+                out[i] = json.loads(data)
+            except ValueError as e:
+                log.warning("metadata of row %s is not valid JSON (%s): treated as unfinished", i, e)
+    return out
 
 
 def _put(storage: Storage, key: str, data: bytes) -> dict[str, Any]:

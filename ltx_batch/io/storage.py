@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
@@ -66,22 +67,22 @@ class Storage:
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self.path(key))
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes]:
-        """``{key: bytes}`` for the keys that exist, fetched in one call: concurrent requests on object
-        stores (s3fs batches them), so a re-run over thousands of finished rows is not one GET at a time."""
+    def read_many(self, keys: list[str], *, workers: int = 32) -> dict[str, bytes]:
+        """``{key: bytes}`` for the keys that exist, read concurrently (one request each, ``workers`` at a
+        time), so a re-run over thousands of finished rows is not one GET after another. Keys are read as
+        exact paths (never glob patterns). A missing key is left out; any other read error raises (a denied
+        read must not look like an unfinished row)."""
+        def read(key: str) -> bytes | None:
+            try:
+                return self.fs.cat_file(self.path(key))
+            except FileNotFoundError:
+                return None
+
         if not keys:
             return {}
-        paths = {self.path(k): k for k in keys}
-        got = self.fs.cat(list(paths), on_error="return")
-        out = {}
-        for path, data in got.items():
-            key = paths.get(path) or paths.get(self.fs._strip_protocol(path))
-            if isinstance(data, FileNotFoundError) or key is None:
-                continue
-            if isinstance(data, BaseException):  # a denied or failed read must not look like a missing file
-                raise data
-            out[key] = data
-        return out
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
+            got = dict(zip(keys, pool.map(read, keys)))
+        return {k: v for k, v in got.items() if v is not None}
 
     def exists(self, key: str) -> bool:
         return self.fs.exists(self.path(key))

@@ -41,8 +41,10 @@ def encode_mp4(frames: np.ndarray, frame_rate: float, *, crf: int = 18) -> bytes
         "-v", "error", "-crf", str(crf), "-preset", "medium", "-movflags", "+faststart", path,
     ]  # fmt: skip
     try:
-        done = subprocess.run(cmd, input=np.ascontiguousarray(frames).data, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, check=False)  # fmt: skip
+        # a flat byte view: subprocess writes a multi-dimensional memoryview in chunks counted in items,
+        # not bytes, and would cut long videos short
+        raw = memoryview(np.ascontiguousarray(frames)).cast("B")
+        done = subprocess.run(cmd, input=raw, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"ffmpeg exited with {done.returncode}: {done.stderr.decode(errors='replace').strip()}")
         with open(path, "rb") as fh:

@@ -1,21 +1,26 @@
 """The stage contract: a callable class that Ray runs as an actor pool, or that runs in-process.
 
-- The constructor is cheap (it runs on the driver and is pickled to the actors): it keeps the job only.
-- ``setup()`` loads weights, on the actor, on first use.
+- The constructor keeps the job; on an actor (``eager``, Ray Data builds it there from the class) it also
+  loads the weights, so every pool warms up at once. ``setup()`` loads them, else on first use.
 - ``__call__(batch)`` takes a Ray Data numpy batch (dict of column arrays) or a list of records, and returns
   the same kind. Rows that already failed pass through untouched. Live rows are grouped (``group``) and
   each group is processed together (``process``); when a group raises, its rows are retried one at a time,
   so one bad row (or an out-of-memory on a large batch) fails only itself, with this stage's name and the
   message. Nothing is dropped.
+- Model work runs inside ``model_work(rows)``: it holds the actor's compute lock and counts a try for those
+  rows (``AttemptCounter``) until it ends. A row still counted after its actor died was in the model when
+  it died; after ``MAX_ATTEMPTS`` such deaths it fails. Rows waiting for the lock or writing files are not
+  counted, so a row that shares an actor with a crashing one is not blamed for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -49,6 +54,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("model.device is cuda but no CUDA device is visible to this process")
     return torch.device(name)
+
+
+def _resolve(value):
+    """A Ray actor call's result (an ObjectRef), or a plain value from an in-process counter (tests)."""
+    import ray
+
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
 def to_records(batch: dict[str, np.ndarray] | list[dict]) -> list[dict[str, Any]]:
@@ -99,6 +111,7 @@ class Stage:
         self.attempts = attempts  # Ray actor counting tries per row (pipeline.AttemptCounter), or None
         self._ready = False
         self.compute = threading.Lock()  # one model computation at a time per actor (GPU memory is sized for one)
+        self._waited = threading.local()  # seconds this thread spent waiting for ``compute`` (kept out of timings)
         if eager:  # on an actor: load now, so every pool warms up at once instead of on its first batch
             self.ensure_setup()
 
@@ -123,7 +136,7 @@ class Stage:
 
     def __call__(self, batch):
         records = to_records(batch)
-        live = self._admit([r for r in records if alive(r)])
+        live = [r for r in records if alive(r)]
         if live:
             self.ensure_setup()
             for group in self.group(live):
@@ -132,6 +145,20 @@ class Stage:
             for column in self.drops:
                 record[column] = b""
         return records if isinstance(batch, list) else to_batch(records)
+
+    @contextlib.contextmanager
+    def model_work(self, records: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        """Hold the compute lock and count a try for ``records``; yields the admitted ones (rows whose actor
+        already died too often in here are failed instead). The try is uncounted when the block ends, by
+        return or exception: only a death inside it leaves the count raised."""
+        start = time.perf_counter()
+        with self.compute:
+            self._waited.seconds = getattr(self._waited, "seconds", 0.0) + time.perf_counter() - start
+            admitted = self._admit(records)
+            try:
+                yield admitted
+            finally:
+                self._finish(admitted)
 
     def ensure_setup(self) -> None:
         if not self._ready:
@@ -151,9 +178,7 @@ class Stage:
         """Count this try of each row; a row that already took its actor down too often fails here."""
         if self.attempts is None or not live:
             return live
-        import ray
-
-        counts = ray.get(self.attempts.begin.remote(self.name, [r["id"] for r in live]))
+        counts = _resolve(self.attempts.begin.remote(self.name, [r["id"] for r in live]))
         admitted = []
         for record in live:
             n = counts[record["id"]]
@@ -166,14 +191,21 @@ class Stage:
                 admitted.append(record)
         return admitted
 
+    def _finish(self, records: list[dict[str, Any]]) -> None:
+        if self.attempts is not None and records:  # fire and forget: calls to one actor run in order
+            self.attempts.end.remote(self.name, [r["id"] for r in records])
+
     def _run_group(self, group: list[dict[str, Any]]) -> None:
         start = time.perf_counter()
+        self._waited.seconds = 0.0
         try:
-            if self.overlap_io:
+            if self.overlap_io:  # the stage takes model_work itself, around its model part only
                 self.process(group)
             else:
-                with self.compute:
-                    self.process(group)
+                with self.model_work(group) as admitted:
+                    group = admitted  # rows over the attempt limit left, failed
+                    if group:
+                        self.process(group)
         except Exception as e:  # noqa: BLE001 - isolation is the point: the error is recorded per row
             if len(group) == 1:
                 self._fail(group[0], e)
@@ -184,7 +216,8 @@ class Stage:
                 for record in group:
                     self._run_group([record])
                 return
-        elapsed = (time.perf_counter() - start) / len(group)
+        # time working, not time waiting for another call to let go of the model
+        elapsed = (time.perf_counter() - start - self._waited.seconds) / max(1, len(group))
         for record in group:
             add_timing(record, self.name, elapsed)
 

@@ -49,7 +49,9 @@ class DecodeStage(Stage):
         # the MP4 needs uint8 frames: made on the device, unless float frames are saved or must be resized
         final_size = pass_size(self.job, row, refine=self.job.multiscale)
         as_uint8 = "frames" not in self.job.save and final_size == (row.width, row.height)
-        with self.compute:
+        with self.model_work([record]) as admitted:
+            if not admitted:  # its actor died in here too often: failed by model_work
+                return
             frames = decode_frames(
                 self.vae, latents, [restore_generator(record[GENERATOR])], decode_timestep=recipe.decode_timestep,
                 decode_noise_scale=recipe.decode_noise_scale, dtype=self.dtype,

@@ -8,7 +8,6 @@ Each inner stage still reports its own name when a row fails.
 from __future__ import annotations
 
 from .base import Stage, to_batch, to_records
-from .records import alive
 
 
 class FusedStage(Stage):
@@ -19,8 +18,9 @@ class FusedStage(Stage):
         return any(part.overlap_io for part in cls.parts)
 
     def __init__(self, job, attempts=None, eager: bool = False):
-        self.stages = [part(job) for part in self.parts]
-        self.name = self.stages[0].name  # attempts are counted under the first part
+        # each part counts its own tries (under its own name) inside its model work
+        self.stages = [part(job, attempts) for part in self.parts]
+        self.name = self.stages[0].name
         self.drops = tuple(c for st in self.stages for c in st.drops)
         super().__init__(job, attempts, eager)
         for stage in self.stages:  # parts share one lock: only the I/O of an overlap_io part runs beside them
@@ -31,15 +31,10 @@ class FusedStage(Stage):
             stage.ensure_setup()
 
     def __call__(self, batch):
-        records = self._admit_batch(batch)
+        records = to_records(batch)
         for stage in self.stages:
             records = stage(records)
         return records if isinstance(batch, list) else to_batch(records)
-
-    def _admit_batch(self, batch):
-        records = to_records(batch)
-        self._admit([r for r in records if alive(r)])
-        return records
 
 
 def fuse(*parts: type[Stage]) -> type[FusedStage]:

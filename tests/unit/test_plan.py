@@ -60,3 +60,11 @@ def test_bulk_metadata_read_omits_missing_rows(tmp_path):
         storage.write_bytes(metadata_key("a"), b'{"status": "ok"}')
         assert read_metadata_many(storage, ["a", "missing"]) == {"a": {"status": "ok"}}
         assert read_metadata_many(storage, []) == {}
+
+
+def test_bulk_read_takes_keys_literally_and_skips_torn_metadata(tmp_path):
+    storage = Storage(str(tmp_path / "out[1]?"))  # glob characters in the output root
+    storage.write_bytes(metadata_key("a"), b'{"status": "ok"}')
+    storage.write_bytes(metadata_key("torn"), b'{"status": "o')
+    assert read_metadata_many(storage, ["a", "torn", "missing"]) == {"a": {"status": "ok"}}
+    assert read_metadata_many(storage, ["a", "torn"], chunk=1) == {"a": {"status": "ok"}}

@@ -102,8 +102,11 @@ def test_decode_writes_one_row_while_the_next_decodes(tmp_path, monkeypatch):
         records = stage(records)
     a_writing, b_writing = threading.Event(), threading.Event()
     write = decode_module.write_outputs
+    decode.attempts = counter = InProcessCounter()
+    counted_while_writing = {}
 
     def gated_write(storage, job, row, **kw):
+        counted_while_writing[row.id] = counter.counts[("decode", row.id)]
         if row.id == "a":
             a_writing.set()
             assert b_writing.wait(timeout=60), "row b never decoded while row a was writing"
@@ -120,6 +123,43 @@ def test_decode_writes_one_row_while_the_next_decodes(tmp_path, monkeypatch):
     first.join(timeout=60)
     assert [out[k][0]["error"] for k in "ab"] == ["", ""]
     assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == ["a.npy", "b.npy"]
+    # a try is counted only inside the model: a death while a row writes (or waits) is not blamed on it
+    assert counted_while_writing == {"a": 0, "b": 0}
+    assert [out[k][0]["attempts"] for k in "ab"] == [1, 1]
+    assert counter.calls == [("begin", "a"), ("end", "a"), ("begin", "b"), ("end", "b")]
+
+
+class InProcessCounter:
+    """``pipeline.AttemptCounter``'s interface without Ray: ``begin.remote`` / ``end.remote`` run here."""
+
+    def __init__(self):
+        self.counts, self.calls = {}, []
+        self.begin = type("Method", (), {"remote": staticmethod(self._begin)})
+        self.end = type("Method", (), {"remote": staticmethod(self._end)})
+
+    def _begin(self, stage, ids):
+        for i in ids:
+            self.counts[(stage, i)] = self.counts.get((stage, i), 0) + 1
+            self.calls.append(("begin", i))
+        return {i: self.counts[(stage, i)] for i in ids}
+
+    def _end(self, stage, ids):
+        for i in ids:
+            self.counts[(stage, i)] -= 1
+            self.calls.append(("end", i))
+
+
+def test_a_row_whose_actor_died_too_often_in_the_model_fails_there(tmp_path):
+    job = _job(tmp_path / "out")
+    *upstream, decode = stages_for(job)
+    records = _records(job, [{"id": "a", "prompt": "first", "seed": 1}])
+    for stage in upstream:
+        records = stage(records)
+    decode.attempts = counter = InProcessCounter()
+    counter.counts[("decode", "a")] = 3  # three deaths inside the VAE, never ended
+    (record,) = decode(records)
+    assert record["error_stage"] == "decode" and "gave up after 3 attempts" in record["error"]
+    assert record["attempts"] == 4 and not (tmp_path / "out" / "frames" / "a.npy").exists()
 
 
 def test_fused_parts_share_one_compute_lock(tmp_path):

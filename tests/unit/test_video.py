@@ -42,3 +42,12 @@ def test_device_quantisation_matches_numpy_bit_for_bit():
     video = torch.from_numpy(np.concatenate([halves, edges, noise]).reshape(1, 3, 2, 40, 40))  # (B, 3, F, H, W)
     expected = quantize(video.permute(0, 2, 3, 4, 1).numpy())
     np.testing.assert_array_equal(quantize_frames(video).numpy(), expected)
+
+
+def test_long_videos_reach_ffmpeg_whole(tmp_path):
+    # more frames than one pipe write holds: every byte must arrive, not a count of frames taken as bytes
+    frames = np.zeros((4500, 16, 16, 3), np.uint8)
+    frames[:, :, :, 0] = (np.arange(4500) % 256).astype(np.uint8)[:, None, None]
+    path = tmp_path / "long.mp4"
+    path.write_bytes(encode_mp4(frames, 25))
+    assert read_video(str(path))[0].shape[0] == 4500
