@@ -37,13 +37,6 @@ def metadata_key(row_id: str) -> str:
     return f"metadata/{row_id}.json"
 
 
-def read_metadata(storage: Storage, row_id: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(storage.read_bytes(metadata_key(row_id)))
-    except FileNotFoundError:
-        return None
-
-
 def read_metadata_many(storage: Storage, row_ids: list[str], *, chunk: int = 2000) -> dict[str, dict[str, Any]]:
     """``{id: metadata}`` for the rows that have a readable metadata file, fetched concurrently
     (``Storage.read_many``) a chunk at a time. A file that is not valid JSON (a torn write by another tool)

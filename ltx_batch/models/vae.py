@@ -219,7 +219,7 @@ def draw_normal(
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
     rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
-    return _to_device(torch.cat(rows), torch.device(device))
+    return _to_device(torch.cat(rows), device)
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

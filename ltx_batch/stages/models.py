@@ -52,12 +52,17 @@ def component_ref(job: Job, kind: str) -> str:
     return m.checkpoint
 
 
-def load(job: Job, kind: str, *, dtype: torch.dtype, device: torch.device):
-    ref = component_ref(job, kind)
-    key = (kind, ref, dtype, str(device))
+def _key(job: Job, kind: str, dtype: torch.dtype, device: torch.device) -> tuple:
+    key = (kind, component_ref(job, kind), dtype, str(device))
     if kind == "transformer":
         # compiled and eager transformers are different objects: another model.compile is another model
         key += (job.model.weight_dtype, tuple((lora.path, lora.scale) for lora in job.model.loras), job.model.compile)
+    return key
+
+
+def load(job: Job, kind: str, *, dtype: torch.dtype, device: torch.device):
+    ref = component_ref(job, kind)
+    key = _key(job, kind, dtype, device)
     with _LOCK:
         model = _MODELS.get(key)
     if model is None:
@@ -72,11 +77,10 @@ def load(job: Job, kind: str, *, dtype: torch.dtype, device: torch.device):
 
 
 def release(job: Job, kind: str, *, dtype: torch.dtype, device: torch.device) -> None:
-    """Drop this process's cached ``kind`` (non-transformer components): its memory is freed once the
-    stage holding it lets go too. ``render`` frees T5 this way before sampling."""
-    key = (kind, component_ref(job, kind), dtype, str(device))
+    """Drop this process's cached ``kind``: its memory is freed once the stage holding it lets go too.
+    ``render`` frees T5 this way before sampling."""
     with _LOCK:
-        _MODELS.pop(key, None)
+        _MODELS.pop(_key(job, kind, dtype, device), None)
 
 
 def _load_transformer(job: Job, ckpt, dtype: torch.dtype, device: torch.device):
