@@ -141,6 +141,9 @@ class PoolSpec:
 class FusionSpec:
     base_refine: bool = False  # base sample + latent upsample + refine in one actor (one transformer copy)
     refine_decode: bool = False  # refine + decode in one actor (no hop for the final latents)
+    # every stage in one actor pool sized by pools.base_sample: rows run whole, actors are data-parallel.
+    # None: on when the job runs without GPUs (CPU cores gain nothing from the hops between stages)
+    all_stages: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

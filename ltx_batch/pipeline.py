@@ -32,7 +32,7 @@ from .io.results import write_results
 from .io.rows import RowError, validate_row
 from .io.storage import Storage
 from .job import Job
-from .pools import resources
+from .pools import resources, uses_gpu
 from .report import write_report
 from .stages.decode import DecodeStage
 from .stages.fused import fuse
@@ -117,9 +117,14 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
     return todo, done
 
 
-def stage_classes(job: Job) -> list[type]:
-    """The actor pools in order, with the job's fusion choices applied."""
+def stage_classes(job: Job, *, gpu: bool = True) -> list[type]:
+    """The actor pools in order, with the job's fusion choices applied (``gpu``: the actors get GPUs)."""
     fusion = job.pools.fusion
+    if fusion.all_stages or (fusion.all_stages is None and not gpu):
+        # Without GPUs there is no device memory to split the models over, and a hop between actors on the same
+        # cores only costs (serialising, scheduling, one more process importing torch): rows run whole.
+        parts = [TextEncodeStage, BaseSampleStage, LatentUpsampleStage, RefineStage, DecodeStage]
+        return [fuse(*(parts if job.multiscale else parts[:2] + parts[-1:]), pool="base_sample", whole=True)]
     if not job.multiscale:
         return [TextEncodeStage, BaseSampleStage, DecodeStage]
     if fusion.base_refine and fusion.refine_decode:
@@ -132,7 +137,7 @@ def stage_classes(job: Job) -> list[type]:
 
 
 def _pool_name(cls) -> str:
-    return cls.parts[0].name if hasattr(cls, "parts") else cls.name
+    return cls.pool_of() if hasattr(cls, "pool_of") else cls.name
 
 
 def build_dataset(job: Job, records: list[dict], attempts):
@@ -142,7 +147,7 @@ def build_dataset(job: Job, records: list[dict], attempts):
 
     cluster = ray.cluster_resources()
     ds = ray.data.from_items(records, override_num_blocks=max(1, len(records)))
-    for cls in stage_classes(job):
+    for cls in stage_classes(job, gpu=uses_gpu(job, cluster)):
         res = resources(job, _pool_name(cls), cluster)
         # two calls per actor where a stage's I/O can overlap its model work (Stage.overlap_io)
         calls = 2 if cls.concurrent_io() else 1

@@ -1,9 +1,10 @@
 """Per-stage Ray resources: the job's ``pools:`` turned into ``map_batches`` arguments, in one place.
 
-Unset values are derived from the cluster: on a CPU-only cluster every stage is one actor with one CPU
+Unset values are derived from the cluster: on a CPU-only cluster each pool is one actor with one CPU
 (the local Ray is started with more logical CPUs than cores, so five pools and the read tasks fit on a
-laptop); with GPUs the denoising stages take whole GPUs and scale to the GPU count, the light stages
-(T5, upsampler, VAE) take fractions.
+laptop; by default the stages run fused in one pool there, ``pipeline.stage_classes``); with GPUs the
+denoising stages take whole GPUs and scale to the GPU count, the light stages (T5, upsampler, VAE) take
+fractions.
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ class StageResources:
     batch_size: int
 
 
+def uses_gpu(job: Job, cluster: dict[str, float]) -> bool:
+    """Whether the job's actors get GPUs on this cluster."""
+    return float(cluster.get("GPU", 0.0)) > 0 and job.model.device != "cpu"
+
+
 def resources(job: Job, stage: str, cluster: dict[str, float]) -> StageResources:
     spec: PoolSpec = getattr(job.pools, stage)
     gpus = float(cluster.get("GPU", 0.0))
-    use_gpu = gpus > 0 and job.model.device != "cpu"
+    use_gpu = uses_gpu(job, cluster)
     num_gpus = spec.num_gpus if spec.num_gpus is not None else (_GPU_SHARE[stage] if use_gpu else 0.0)
     num_cpus = spec.num_cpus if spec.num_cpus is not None else 1.0
     if isinstance(spec.concurrency, tuple):

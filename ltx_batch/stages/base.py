@@ -108,6 +108,7 @@ class Stage:
 
     def __init__(self, job: Job, attempts=None, eager: bool = False):
         self.job = job
+        self.pool = self.name  # the pools.* entry whose resources this actor runs with (a fused stage's, in one)
         self.attempts = attempts  # Ray actor counting tries per row (pipeline.AttemptCounter), or None
         self._ready = False
         self.compute = threading.Lock()  # one model computation at a time per actor (GPU memory is sized for one)
@@ -164,7 +165,7 @@ class Stage:
         if not self._ready:
             if self.device.type == "cpu":
                 # actors share the machine's cores: one BLAS pool per actor sized to its CPU share
-                pool = getattr(self.job.pools, self.name, None)
+                pool = getattr(self.job.pools, self.pool, None)
                 threads = int(pool.num_cpus) if pool is not None and pool.num_cpus else 0
                 if threads >= 1:
                     torch.set_num_threads(threads)

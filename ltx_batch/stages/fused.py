@@ -1,17 +1,29 @@
 """Fused stages: several stages in one actor, for models they share or hops they save.
 
 ``base_refine`` runs base sample, latent upsample and refine in one actor (one transformer and VAE copy for
-both passes: ``stages.models`` caches per process); ``refine_decode`` saves the hop of the final latents.
-Each inner stage still reports its own name when a row fails.
+both passes: ``stages.models`` caches per process); ``refine_decode`` saves the hop of the final latents;
+``all_stages`` runs rows whole, text to MP4, in one pool of data-parallel actors. Each inner stage still
+counts its tries and reports its failures under its own name; all run with the fused pool's resources.
 """
 
 from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+import torch
 
 from .base import Stage, to_batch, to_records
 
 
 class FusedStage(Stage):
-    parts: tuple[type[Stage], ...] = ()
+    parts: ClassVar[tuple[type[Stage], ...]] = ()
+    pool_name: ClassVar[str] = ""  # the pools.* entry sizing the fused actors ("": the first part's)
+    whole: ClassVar[bool] = False  # every stage: on a CPU node, these actors are the only ones doing model work
+
+    @classmethod
+    def pool_of(cls) -> str:
+        return cls.pool_name or cls.parts[0].name
 
     @classmethod
     def concurrent_io(cls) -> bool:
@@ -22,13 +34,22 @@ class FusedStage(Stage):
         self.stages = [part(job, attempts) for part in self.parts]
         self.name = self.stages[0].name
         self.drops = tuple(c for st in self.stages for c in st.drops)
-        super().__init__(job, attempts, eager)
-        for stage in self.stages:  # parts share one lock: only the I/O of an overlap_io part runs beside them
+        super().__init__(job, attempts, eager=False)
+        for stage in self.stages:
+            # parts share one lock (only the I/O of an overlap_io part runs beside them) and the fused pool's
+            # CPU share (torch threads)
             stage.compute = self.compute
+            stage.pool = self.pool = self.pool_of()
+        if eager:
+            self.ensure_setup()
 
     def ensure_setup(self) -> None:
+        spec = getattr(self.job.pools, self.pool)
+        if self.whole and self.device.type == "cpu" and not spec.num_cpus and not self._ready:
+            torch.set_num_threads(whole_pipeline_threads(spec.concurrency))
         for stage in self.stages:
             stage.ensure_setup()
+        self._ready = True
 
     def __call__(self, batch):
         records = to_records(batch)
@@ -37,7 +58,18 @@ class FusedStage(Stage):
         return records if isinstance(batch, list) else to_batch(records)
 
 
-def fuse(*parts: type[Stage]) -> type[FusedStage]:
-    """A fused stage class named after its parts (the Ray dashboard shows the class name)."""
+def whole_pipeline_threads(concurrency, cores: int | None = None) -> int:
+    """torch threads for a CPU actor running rows whole when the job leaves ``num_cpus`` unset: the node's
+    cores shared by the pool's actors, less one each for the MP4 encode that runs beside the model (Ray's
+    default, one thread per logical CPU, would leave a many-core machine idle)."""
+    cores = cores or len(os.sched_getaffinity(0))
+    actors = max(concurrency) if isinstance(concurrency, tuple) else (concurrency or 1)
+    return max(1, cores // actors - 1)
+
+
+def fuse(*parts: type[Stage], pool: str = "", whole: bool = False) -> type[FusedStage]:
+    """A fused stage class named after its parts (the Ray dashboard shows the class name), its actors sized
+    by ``pools.<pool>`` (default: the first part's); ``whole``: the parts are the whole pipeline."""
     name = "".join(p.__name__.removesuffix("Stage") for p in parts) + "Stage"
-    return type(name, (FusedStage,), {"parts": tuple(parts), "__module__": __name__})
+    attrs = {"parts": tuple(parts), "pool_name": pool, "whole": whole, "__module__": __name__}
+    return type(name, (FusedStage,), attrs)

@@ -1,4 +1,4 @@
-"""Multi-scale on Ray with fused stages: the same frames as in-process ``render``."""
+"""Multi-scale on Ray, split into pools or fused: the same frames as in-process ``render``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ from ..conftest import frames_close
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
-@pytest.mark.parametrize("fusion", [{"base_refine": True}, {"refine_decode": True},
-                                    {"base_refine": True, "refine_decode": True}])
+@pytest.mark.parametrize("fusion", [
+    {},  # without GPUs: every stage in one actor (all_stages)
+    {"all_stages": False},  # five pools
+    {"base_refine": True, "all_stages": False},
+    {"refine_decode": True, "all_stages": False},
+    {"base_refine": True, "refine_decode": True, "all_stages": False},
+])
 def test_fused_multiscale_run_matches_render(tmp_path, fusion):
     write_parquet(manifest_table([{"id": "m", "prompt": "a harbour at dawn", "seed": 5}]),
                   str(tmp_path / "manifest.parquet"))  # fmt: skip

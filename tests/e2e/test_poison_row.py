@@ -1,7 +1,8 @@
 """A row whose actor keeps dying is failed after a bounded number of attempts; the run goes on.
 
 The actor really dies: the test SIGKILLs the sampling actor's process (what the kernel's OOM killer does)
-each time it has been busy on the poison row for a while. Ray restarts the actor and retries the row; after
+each time it has been busy on the poison row for a while; in the split layout (the GPU default) and with every
+stage in one actor (the CPU default), where the quick row shares the actor that keeps dying. Ray restarts the actor and retries the row; after
 ``MAX_ATTEMPTS`` the row is failed with a reason, and the other row of the manifest renders.
 """
 
@@ -36,7 +37,7 @@ def _killer(stop: threading.Event, kills: list[int]) -> None:
             actors = []
         now = time.monotonic()
         for a in actors:
-            if "BaseSampleStage" in a.class_name and a.pid:
+            if "BaseSample" in a.class_name and a.pid:  # the base_sample pool, or the fused one holding it
                 first = seen.setdefault(a.pid, now)
                 if now - first > BUSY_S:
                     try:
@@ -47,7 +48,8 @@ def _killer(stop: threading.Event, kills: list[int]) -> None:
         time.sleep(0.5)
 
 
-def test_a_row_that_kills_its_actor_is_failed_after_bounded_attempts(tmp_path):
+@pytest.mark.parametrize("all_stages", [False, True])
+def test_a_row_that_kills_its_actor_is_failed_after_bounded_attempts(tmp_path, all_stages):
     rows = [{"id": "quick", "prompt": "a small boat", "seed": 1, "width": 64, "height": 64, "num_frames": 9},
             # enough work on two cores that the killer always catches it mid-row
             {"id": "poison", "prompt": "a huge slow row", "seed": 2, "width": 512, "height": 512, "num_frames": 97}]
@@ -56,6 +58,7 @@ def test_a_row_that_kills_its_actor_is_failed_after_bounded_attempts(tmp_path):
         "model": {"preset": "ltxv-debug", "dtype": "float32", "device": "cpu"},
         "recipe": {"num_inference_steps": 1000},  # the poison row never finishes between kills
         "input": str(tmp_path / "m.parquet"), "output": str(tmp_path / "out"),
+        "pools": {"fusion": {"all_stages": all_stages}},
     })  # fmt: skip
     stop, kills = threading.Event(), []
     killer = threading.Thread(target=_killer, args=(stop, kills), daemon=True)
