@@ -141,8 +141,9 @@ class PoolSpec:
 class FusionSpec:
     base_refine: bool = False  # base sample + latent upsample + refine in one actor (one transformer copy)
     refine_decode: bool = False  # refine + decode in one actor (no hop for the final latents)
-    # every stage in one actor pool sized by pools.base_sample: rows run whole, actors are data-parallel.
-    # None: on when the job runs without GPUs (CPU cores gain nothing from the hops between stages)
+    # every stage in one actor pool sized by pools.base_sample: rows run whole, actors are data-parallel; the
+    # other pools' settings and fusion flags then do not apply. None: on when the job runs without GPUs
+    # (pools.uses_gpu; CPU cores gain nothing from the hops between stages)
     all_stages: bool | None = None
 
 

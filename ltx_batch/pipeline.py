@@ -31,7 +31,7 @@ from .io.outputs import read_metadata_many
 from .io.results import write_results
 from .io.rows import RowError, validate_row
 from .io.storage import Storage
-from .job import Job
+from .job import STAGES, Job, PoolSpec
 from .pools import resources, uses_gpu
 from .report import write_report
 from .stages.decode import DecodeStage
@@ -140,14 +140,29 @@ def _pool_name(cls) -> str:
     return cls.pool_of() if hasattr(cls, "pool_of") else cls.name
 
 
+def unused_pool_settings(job: Job, classes: list[type]) -> list[str]:
+    """With every stage in one pool: the job's other ``pools`` settings, which that layout ignores."""
+    if not any(getattr(cls, "whole", False) for cls in classes):
+        return []
+    unused = [f"pools.{stage}" for stage in STAGES if stage != "base_sample" and getattr(job.pools, stage) != PoolSpec()]
+    return unused + [f"pools.fusion.{f}" for f in ("base_refine", "refine_decode") if getattr(job.pools.fusion, f)]
+
+
 def build_dataset(job: Job, records: list[dict], attempts):
     """The Ray Data plan: one ``map_batches`` actor pool per stage, rows streaming one block each."""
     import ray
     from ray.data import ActorPoolStrategy
 
     cluster = ray.cluster_resources()
+    classes = stage_classes(job, gpu=uses_gpu(job, cluster))
+    log.info("actor pools: %s", " -> ".join(f"{_pool_name(c)} [{getattr(c, '__name__', c)}]" for c in classes))
+    unused = unused_pool_settings(job, classes)
+    if unused:  # only with every stage in one pool: other fused layouts are chosen with their pools in view
+        auto = "" if job.pools.fusion.all_stages else ", on by default without GPUs"
+        log.warning("%s not used: every stage runs in pools.base_sample's actors (pools.fusion.all_stages%s); set "
+                    "pools.fusion.all_stages: false for one pool per stage", ", ".join(unused), auto)
     ds = ray.data.from_items(records, override_num_blocks=max(1, len(records)))
-    for cls in stage_classes(job, gpu=uses_gpu(job, cluster)):
+    for cls in classes:
         res = resources(job, _pool_name(cls), cluster)
         # two calls per actor where a stage's I/O can overlap its model work (Stage.overlap_io)
         calls = 2 if cls.concurrent_io() else 1
@@ -263,8 +278,9 @@ def ensure_ray(address: str | None = None) -> None:
         # (only when set: a runtime_env makes the job's workers fresh processes instead of pre-started ones)
         ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
         return
-    # More logical CPUs than cores: five one-CPU pools plus Ray Data's own tasks must fit on a laptop;
-    # each CPU actor sets its torch threads to its num_cpus, so the cores are shared, not oversubscribed.
+    # More logical CPUs than cores: five one-CPU pools (all_stages: false) plus Ray Data's own tasks must fit
+    # on a laptop. Each CPU actor sets its torch threads to its num_cpus, so the cores are shared, not
+    # oversubscribed; the one-pool default (num_cpus unset) takes the cores less one per actor instead.
     cpus = max(8, 2 * (os.cpu_count() or 1))
     # A local Ray is started from this process, so its workers inherit this environment; no runtime_env, which
     # would make every worker a fresh start instead of one of the processes Ray pre-starts. Loopback only.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .job import Job, PoolSpec
+from .job import STAGES, Job, PoolSpec
 
 # GPU share per actor when the job leaves num_gpus unset and the cluster has GPUs.
 _GPU_SHARE = {"text_encode": 0.25, "base_sample": 1.0, "latent_upsample": 0.25, "refine": 1.0, "decode": 0.5}
@@ -27,8 +27,14 @@ class StageResources:
 
 
 def uses_gpu(job: Job, cluster: dict[str, float]) -> bool:
-    """Whether the job's actors get GPUs on this cluster."""
-    return float(cluster.get("GPU", 0.0)) > 0 and job.model.device != "cpu"
+    """Whether the job's actors run on GPUs. ``model.device: cuda`` or a pool asking for GPUs decides it
+    whatever the cluster holds now (an autoscaling cluster with no GPU node up yet adds them for the
+    requests); ``auto`` follows the cluster's GPUs; ``cpu`` never."""
+    if job.model.device != "auto":
+        return job.model.device == "cuda"
+    if any((getattr(job.pools, stage).num_gpus or 0) > 0 for stage in STAGES):
+        return True
+    return float(cluster.get("GPU", 0.0)) > 0
 
 
 def resources(job: Job, stage: str, cluster: dict[str, float]) -> StageResources:

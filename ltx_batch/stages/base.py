@@ -193,8 +193,10 @@ class Stage:
         return admitted
 
     def _finish(self, records: list[dict[str, Any]]) -> None:
-        if self.attempts is not None and records:  # fire and forget: calls to one actor run in order
-            self.attempts.end.remote(self.name, [r["id"] for r in records])
+        if self.attempts is not None and records:
+            # waited for: a message still in flight when the actor is killed would leave the count raised,
+            # and in a fused actor the next row's model work starts right after this one's ends
+            _resolve(self.attempts.end.remote(self.name, [r["id"] for r in records]))
 
     def _run_group(self, group: list[dict[str, Any]]) -> None:
         start = time.perf_counter()

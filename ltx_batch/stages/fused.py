@@ -59,12 +59,36 @@ class FusedStage(Stage):
 
 
 def whole_pipeline_threads(concurrency, cores: int | None = None) -> int:
-    """torch threads for a CPU actor running rows whole when the job leaves ``num_cpus`` unset: the node's
-    cores shared by the pool's actors, less one each for the MP4 encode that runs beside the model (Ray's
-    default, one thread per logical CPU, would leave a many-core machine idle)."""
-    cores = cores or len(os.sched_getaffinity(0))
+    """torch threads for a CPU actor running rows whole when the job leaves ``num_cpus`` unset: the cores
+    this process may use shared by the pool's actors (as if all ran on this node: on a multi-node CPU cluster
+    set ``num_cpus``), less one each so the MP4 encode that runs beside the model has a core. Ray's default,
+    one thread per logical CPU, would leave a many-core machine idle."""
+    cores = cores or usable_cores()
     actors = max(concurrency) if isinstance(concurrency, tuple) else (concurrency or 1)
     return max(1, cores // actors - 1)
+
+
+def usable_cores(cgroup: str = "/sys/fs/cgroup") -> int:
+    """This process's CPU affinity, capped by its cgroup's CPU quota: a container limited to 8 CPUs on a
+    64-core host sees all 64 cores but is throttled past 8."""
+    cores = len(os.sched_getaffinity(0))
+    limit = cgroup_cpu_limit(cgroup)
+    return max(1, min(cores, int(limit))) if limit else cores
+
+
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs allowed by the cgroup quota (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``); None when unlimited."""
+    try:
+        quota, period = open(os.path.join(root, "cpu.max")).read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(open(os.path.join(root, "cpu", "cpu.cfs_quota_us")).read())
+        period = int(open(os.path.join(root, "cpu", "cpu.cfs_period_us")).read())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def fuse(*parts: type[Stage], pool: str = "", whole: bool = False) -> type[FusedStage]:

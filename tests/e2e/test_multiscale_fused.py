@@ -34,6 +34,11 @@ def test_fused_multiscale_run_matches_render(tmp_path, fusion):
     }  # fmt: skip
     summary = load_job({**spec, "output": str(tmp_path / "run")}).run()
     assert (summary.ok, summary.failed) == (1, 0), summary.failures
+    if not fusion:  # the CPU default really ran every stage in one actor
+        from ray.util.state import list_actors
+
+        names = {a.class_name for a in list_actors(limit=10_000, raise_on_missing_output=False)}
+        assert any("TextEncodeBaseSampleLatentUpsampleRefineDecodeStage" in n for n in names), names
     assert render_one(load_job({**spec, "output": str(tmp_path / "render")}), {"id": "m", "prompt": "a harbour at dawn",
                                                                                "seed": 5}).ok  # fmt: skip
     frames_close(np.load(tmp_path / "run" / "frames" / "m.npy"), np.load(tmp_path / "render" / "frames" / "m.npy"),

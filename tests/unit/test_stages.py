@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -215,69 +213,3 @@ def test_render_can_free_the_text_encoder_before_sampling(tmp_path):
     kept = Renderer(_job(tmp_path / "kept"))
     assert kept.render({"id": "c", "prompt": "third", "seed": 3}).ok
     assert kept.stages[0].encoder is not None
-
-
-def test_without_gpus_every_stage_runs_in_one_pool_sized_by_base_sample(tmp_path):
-    from ltx_batch.pipeline import _pool_name, stage_classes
-
-    def layout(job, gpu):
-        return [[p.name for p in getattr(c, "parts", (c,))] for c in stage_classes(job, gpu=gpu)], \
-            [_pool_name(c) for c in stage_classes(job, gpu=gpu)]  # fmt: skip
-
-    auto = _job(tmp_path / "out")
-    assert layout(auto, gpu=False) == ([["text_encode", "base_sample", "decode"]], ["base_sample"])
-    assert layout(auto, gpu=True) == ([["text_encode"], ["base_sample"], ["decode"]],
-                                      ["text_encode", "base_sample", "decode"])  # fmt: skip
-    split = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "pools": {"fusion": {"all_stages": False}}})
-    assert layout(split, gpu=False)[1] == ["text_encode", "base_sample", "decode"]
-    multiscale = load_job({"model": {"preset": "ltxv-debug", "upsampler": "ltxv-debug-upsampler"},
-                           "pools": {"fusion": {"all_stages": True, "base_refine": True}}})  # fmt: skip
-    assert layout(multiscale, gpu=True) == (
-        [["text_encode", "base_sample", "latent_upsample", "refine", "decode"]], ["base_sample"])
-    multiscale = load_job({"model": {"preset": "ltxv-debug", "upsampler": "ltxv-debug-upsampler"},
-                           "pools": {"fusion": {"base_refine": True}}})  # fmt: skip
-    assert layout(multiscale, gpu=True)[1] == ["text_encode", "base_sample", "decode"]
-
-
-def test_fused_parts_run_with_the_fused_pools_cpu_share(tmp_path):
-    from ltx_batch.pipeline import stage_classes
-    from ltx_batch.stages.fused import whole_pipeline_threads
-
-    job = load_job({"model": {"preset": "ltxv-debug", "dtype": "float32", "device": "cpu"}, "output": str(tmp_path),
-                    "pools": {"text_encode": {"num_cpus": 2}, "base_sample": {"num_cpus": 1}, "decode": {"num_cpus": 2}}})
-    (fused_cls,) = stage_classes(job, gpu=False)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        fused = fused_cls(job, eager=True)  # as on an actor: every part loads its models
-        assert {part.pool for part in fused.stages} == {"base_sample"}
-        assert torch.get_num_threads() == 1  # base_sample's num_cpus, not text_encode's or decode's
-        # num_cpus unset: the node's cores over the pool's actors, one each left for ffmpeg
-        job = load_job({"model": {"preset": "ltxv-debug", "dtype": "float32", "device": "cpu"}, "output": str(tmp_path)})
-        fused = fused_cls(job, eager=True)
-        assert torch.get_num_threads() == whole_pipeline_threads(None) == max(1, len(os.sched_getaffinity(0)) - 1)
-    finally:
-        torch.set_num_threads(threads)
-    # the fused actor renders rows whole, as the stages one after another do
-    job = _job(tmp_path / "fused")
-    rows = [{"id": "a", "prompt": "a red kite", "seed": 3}, {"id": "b", "prompt": "rain on a tin roof", "seed": 4}]
-    try:
-        fused = fused_cls(job, eager=True)
-        done = fused(_records(job, rows))
-    finally:
-        torch.set_num_threads(threads)
-    assert [(r["id"], r["error"]) for r in done] == [("a", ""), ("b", "")]
-    assert set(json.loads(done[0]["timings"])) == {"text_encode", "base_sample", "decode"}  # each part's own
-    split = _job(tmp_path / "split")
-    assert all(alive(r) for r in _run(split, _records(split, rows)))
-    for row in rows:
-        frames_close(np.load(tmp_path / "fused" / "frames" / f"{row['id']}.npy"),
-                     np.load(tmp_path / "split" / "frames" / f"{row['id']}.npy"), max_tol=1e-4, mean_tol=1e-5)
-
-
-def test_whole_pipeline_threads_share_the_cores_among_the_pools_actors():
-    from ltx_batch.stages.fused import whole_pipeline_threads
-
-    assert whole_pipeline_threads(None, cores=16) == 15  # one actor: every core but ffmpeg's
-    assert whole_pipeline_threads(4, cores=16) == whole_pipeline_threads((1, 4), cores=16) == 3
-    assert whole_pipeline_threads(None, cores=2) == whole_pipeline_threads(8, cores=2) == 1

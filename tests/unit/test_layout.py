@@ -1,0 +1,127 @@
+"""The actor-pool layout a job gets: which stages share a pool, with which resources and torch threads.
+
+Without GPUs every stage runs in one pool (``pools.fusion.all_stages``); whether a job runs on GPUs is decided
+by its ``model.device`` and GPU requests before the cluster's current GPUs (an autoscaling cluster may have none
+up yet); the one-pool actor renders rows as the stages one after another do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from ltx_batch import load_job
+from ltx_batch.pipeline import _pool_name, stage_classes, unused_pool_settings
+from ltx_batch.pools import resources, uses_gpu
+from ltx_batch.stages.fused import cgroup_cpu_limit, usable_cores, whole_pipeline_threads
+from ltx_batch.stages.records import alive
+
+from ..conftest import frames_close
+from .test_stages import _job, _records, _run
+
+DEBUG = {"preset": "ltxv-debug"}
+MULTISCALE = {"preset": "ltxv-debug", "upsampler": "ltxv-debug-upsampler"}
+
+
+def _layout(job, gpu):
+    classes = stage_classes(job, gpu=gpu)
+    return [[p.name for p in getattr(c, "parts", (c,))] for c in classes], [_pool_name(c) for c in classes]
+
+
+def test_without_gpus_every_stage_runs_in_one_pool_sized_by_base_sample(tmp_path):
+    auto = _job(tmp_path / "out")
+    assert _layout(auto, gpu=False) == ([["text_encode", "base_sample", "decode"]], ["base_sample"])
+    assert _layout(auto, gpu=True) == ([["text_encode"], ["base_sample"], ["decode"]],
+                                       ["text_encode", "base_sample", "decode"])  # fmt: skip
+    split = load_job({"model": DEBUG, "pools": {"fusion": {"all_stages": False}}})
+    assert _layout(split, gpu=False)[1] == ["text_encode", "base_sample", "decode"]
+    both = load_job({"model": MULTISCALE, "pools": {"fusion": {"all_stages": True, "base_refine": True}}})
+    assert _layout(both, gpu=True) == ([["text_encode", "base_sample", "latent_upsample", "refine", "decode"]],
+                                       ["base_sample"])  # fmt: skip
+    base_refine = load_job({"model": MULTISCALE, "pools": {"fusion": {"base_refine": True}}})
+    assert _layout(base_refine, gpu=True)[1] == ["text_encode", "base_sample", "decode"]
+
+
+def test_a_job_asking_for_gpus_keeps_the_gpu_layout_before_any_gpu_is_up():
+    none, some = {"CPU": 8.0}, {"CPU": 8.0, "GPU": 2.0}
+    auto = load_job({"model": DEBUG})
+    assert not uses_gpu(auto, none) and uses_gpu(auto, some)
+    assert uses_gpu(load_job({"model": {**DEBUG, "device": "cuda"}}), none)  # autoscaling adds the GPU nodes
+    assert not uses_gpu(load_job({"model": {**DEBUG, "device": "cpu"}}), some)
+    asks = load_job({"model": DEBUG, "pools": {"base_sample": {"num_gpus": 1}}})  # as the shipped jobs/*.yaml do
+    assert uses_gpu(asks, none)
+    assert _layout(asks, gpu=uses_gpu(asks, none))[1] == ["text_encode", "base_sample", "decode"]
+    # device cuda on a cluster whose GPU nodes are not up yet: the default shares are requested
+    assert resources(load_job({"model": {**DEBUG, "device": "cuda"}}), "decode", none).num_gpus == 0.5
+    assert resources(auto, "decode", none).num_gpus == 0.0
+
+
+def test_settings_the_one_pool_layout_ignores_are_named():
+    job = load_job({"model": MULTISCALE, "pools": {"decode": {"num_cpus": 2}, "base_sample": {"num_cpus": 3},
+                                                  "fusion": {"base_refine": True}}})  # fmt: skip
+    assert unused_pool_settings(job, stage_classes(job, gpu=False)) == ["pools.decode", "pools.fusion.base_refine"]
+    assert unused_pool_settings(job, stage_classes(job, gpu=True)) == []
+
+
+def test_fused_parts_run_with_the_fused_pools_cpu_share(tmp_path):
+    job = load_job({"model": {**DEBUG, "dtype": "float32", "device": "cpu"}, "output": str(tmp_path),
+                    "pools": {"text_encode": {"num_cpus": 2}, "base_sample": {"num_cpus": 1}, "decode": {"num_cpus": 2}}})
+    (fused_cls,) = stage_classes(job, gpu=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        fused = fused_cls(job, eager=True)  # as on an actor: every part loads its models
+        assert {part.pool for part in fused.stages} == {"base_sample"}
+        assert torch.get_num_threads() == 1  # base_sample's num_cpus, not text_encode's or decode's
+        # num_cpus unset: this process's cores over the pool's actors, one each left for ffmpeg
+        job = load_job({"model": {**DEBUG, "dtype": "float32", "device": "cpu"}, "output": str(tmp_path)})
+        torch.set_num_threads(3)
+        fused_cls(job, eager=True)
+        assert torch.get_num_threads() == whole_pipeline_threads(None) == max(1, usable_cores() - 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_one_pool_actor_renders_rows_as_the_stages_in_turn_do(tmp_path):
+    job = _job(tmp_path / "fused")
+    (fused_cls,) = stage_classes(job, gpu=False)
+    rows = [{"id": "a", "prompt": "a red kite", "seed": 3}, {"id": "b", "prompt": "rain on a tin roof", "seed": 4}]
+    threads = torch.get_num_threads()
+    try:
+        done = fused_cls(job, eager=True)(_records(job, rows))
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r["id"], r["error"]) for r in done] == [("a", ""), ("b", "")]
+    assert set(json.loads(done[0]["timings"])) == {"text_encode", "base_sample", "decode"}  # each part's own
+    split = _job(tmp_path / "split")
+    assert all(alive(r) for r in _run(split, _records(split, rows)))
+    for row in rows:
+        frames_close(np.load(tmp_path / "fused" / "frames" / f"{row['id']}.npy"),
+                     np.load(tmp_path / "split" / "frames" / f"{row['id']}.npy"), max_tol=1e-4, mean_tol=1e-5)
+
+
+def test_whole_pipeline_threads_share_the_cores_among_the_pools_actors():
+    assert whole_pipeline_threads(None, cores=16) == 15  # one actor: every core but ffmpeg's
+    assert whole_pipeline_threads(4, cores=16) == whole_pipeline_threads((1, 4), cores=16) == 3
+    assert whole_pipeline_threads(None, cores=2) == whole_pipeline_threads(8, cores=2) == 1
+
+
+def test_a_containers_cpu_quota_caps_the_cores(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("800000 100000\n")  # a pod limited to 8 CPUs
+    assert cgroup_cpu_limit(str(v2)) == 8.0
+    assert usable_cores(str(v2)) == min(8, len(os.sched_getaffinity(0)))
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(str(v2)) is None and usable_cores(str(v2)) == len(os.sched_getaffinity(0))
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("150000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(str(tmp_path / "v1")) == 1.5 and usable_cores(str(tmp_path / "v1")) == 1
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_limit(str(tmp_path / "v1")) is None
+    assert cgroup_cpu_limit(str(tmp_path / "nothing")) is None
