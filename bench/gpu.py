@@ -1,14 +1,14 @@
 """GPU benchmark: real-size random-weight LTX-Video models, ours against diffusers' on the same GPU.
 
     python bench/gpu.py                       # 2B at 768x512x121, bf16, CFG (needs an NVIDIA GPU)
-    python bench/gpu.py --model 13b           # 13B (the transformer row holds two copies: ~52 GB)
+    python bench/gpu.py --model 13b           # 13B (ours and diffusers share one copy of the weights)
     python bench/gpu.py --skip-e2e            # only the matmul, transformer-step and VAE rows
     python bench/gpu.py --compile             # plus a compiled transformer-step row; e2e with model.compile
     python bench/gpu.py --tiny --device cpu   # smoke run of every code path on a CPU (numbers meaningless)
 
 Rows: the measured dense bf16 matmul peak; seconds per transformer step (one CFG forward of batch 2) with
 achieved TFLOP/s and the fraction of that peak (REFERENCE.md's FLOP model: linears + attention); VAE decode
-seconds and peak memory (0.9.5+ architecture). Same random weights in ours and diffusers'.
+seconds and peak memory above the weights (0.9.5+ architecture). The same random tensors in ours and diffusers'.
 
 End to end (skipped with ``--skip-e2e``): seconds per video of ``ltx_batch.Renderer`` beside diffusers'
 ``LTXConditionPipeline``, both loading one random checkpoint folder in the diffusers layout written to a
@@ -90,10 +90,10 @@ def matmul_peak(device, dtype, n: int) -> float:
 def transformer_flops(cfg, tokens: int, text: int, batch: int) -> float:
     """Linear + attention FLOPs of one forward (REFERENCE.md's model)."""
     d, layers = cfg.inner_dim, cfg.num_layers
-    per_token_linear = layers * (4 * d * d + 2 * d * d + 2 * 4 * d * d * 2)  # self qkvo, cross qo, FFN 4x
-    cross_kv = layers * 2 * text * d * d * 2  # k, v of the text (cheap)
-    attn = layers * (4 * tokens * tokens * d + 4 * tokens * text * d)
-    return batch * (2 * tokens * per_token_linear / 2 + cross_kv + attn)
+    per_token_linear = layers * 2 * (4 + 2 + 8) * d * d  # 2 FLOPs per MAC: self q/k/v/o, cross q/o, FFN 4x (2 GEMMs)
+    cross_kv = layers * 2 * 2 * text * d * d  # k, v of the text (cheap)
+    attn = layers * (4 * tokens * tokens * d + 4 * tokens * text * d)  # QK^T and AV, self and cross
+    return batch * (tokens * per_token_linear + cross_kv + attn)
 
 
 def transformer_kwargs(args) -> dict:
@@ -116,11 +116,23 @@ def build_transformers(args, device, dtype):
     from ltx_batch.models.transformer import LTXVideoTransformer, TransformerConfig
 
     kw = transformer_kwargs(args)
-    torch.manual_seed(0)
-    ref = LTXVideoTransformer3DModel(**kw).to(device=device, dtype=dtype).eval()
-    ours = LTXVideoTransformer(TransformerConfig.from_dict(kw)).to(device=device, dtype=dtype).eval()
-    ours.load_state_dict(ref.state_dict())
-    return ours, ref
+    return shared_pair(LTXVideoTransformer3DModel, kw, lambda: LTXVideoTransformer(TransformerConfig.from_dict(kw)),
+                       device, dtype)
+
+
+def shared_pair(ref_cls, ref_kwargs: dict, ours_factory, device, dtype):
+    """diffusers' model and ours holding the very same random tensors on ``device``: both built on meta and
+    the numbers drawn on the device (a CPU float32 init of the 13B transformer takes minutes and 52 GB), one
+    copy of the weights for both."""
+    from ltx_batch.weights.strict import build_on_meta, load_strict
+
+    with torch.device("meta"):
+        ref = ref_cls(**ref_kwargs)
+    ref.load_state_dict(random_state(ref, device, 0, on_device=True), assign=True)
+    ref = ref.to(dtype=dtype).eval()
+    ours = build_on_meta(ours_factory)
+    load_strict(ours, ref.state_dict(), what=ref_cls.__name__, dtype=dtype, device=device)
+    return ours.eval(), ref
 
 
 def bench_transformer(args, device, dtype, rows):
@@ -161,24 +173,22 @@ def bench_vae(args, device, dtype, rows):
     from ltx_batch.models.vae import VAEConfig, VideoVAE
 
     cfg = vae_kwargs(args)
-    torch.manual_seed(0)
-    ref = AutoencoderKLLTXVideo(**cfg).to(device=device, dtype=dtype).eval()
-    ours = VideoVAE(VAEConfig.from_dict({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}))
-    ours = ours.to(device=device, dtype=dtype).eval()
-    ours.load_state_dict(ref.state_dict())
+    ours_cfg = VAEConfig.from_dict({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()})
+    ours, ref = shared_pair(AutoencoderKLLTXVideo, cfg, lambda: VideoVAE(ours_cfg), device, dtype)
     w, h, f = args.size
     z = torch.randn(1, cfg["latent_channels"], (f - 1) // 8 + 1, h // 32, w // 32, device=device, dtype=dtype)
     temb = torch.tensor([0.05], device=device, dtype=dtype)
     peaks = {}
     with torch.inference_mode():
         for name, fn in (("ours", lambda: ours.decode(z, temb)), ("ref", lambda: ref.decode(z, temb).sample)):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            peaks[name] = timed(fn, device, max(1, args.repeats // 2))
-            peaks[name + "_mem"] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+            free_memory(device)
+            reset_peak(device)
+            before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+            peaks[name] = timed(fn, device, args.repeats)
+            peaks[name + "_mem"] = peak_gib(device) - before / 2**30  # the decode's own memory: weights are shared
     rows.append(("VAE decode", peaks["ours"], peaks["ref"], None))
     if device.type == "cuda":
-        rows.append(("VAE decode peak GiB", [peaks["ours_mem"]], [peaks["ref_mem"]], None))
+        rows.append(("VAE decode peak GiB above the weights", [peaks["ours_mem"]], [peaks["ref_mem"]], None))
 
 
 # --------------------------------------------------------------------------------------------- end to end
@@ -198,10 +208,11 @@ def t5_standin(args, d_model: int) -> dict:
     return dict(d_model=d_model, d_kv=64, num_heads=64, d_ff=1024, num_layers=2)
 
 
-def random_state(module: torch.nn.Module, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
-    """bf16 random tensors, on the CPU, for every entry of ``module``'s state dict (the module is built on the
-    meta device, so nothing is initialised twice). Drawn on ``device``: a 13B model's numbers take minutes on a
-    CPU. Speed does not depend on the values, but they stay finite and of a plausible scale (1/sqrt(fan_in)
+def random_state(module: torch.nn.Module, device: torch.device, seed: int, *,
+                 on_device: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+    """bf16 random tensors, on the CPU (``on_device``: left on ``device``), for every entry of ``module``'s
+    state dict (the module is built on the meta device, so nothing is initialised twice). Drawn on ``device``:
+    a 13B model's numbers take minutes on a CPU. Speed does not depend on the values, but they stay finite and of a plausible scale (1/sqrt(fan_in)
     weights, norm gains near 1, positive latent std) so nothing overflows through the layers."""
     g = torch.Generator(device=device).manual_seed(seed)
     out = {}
@@ -214,7 +225,8 @@ def random_state(module: torch.nn.Module, device: torch.device, seed: int) -> di
             t = (1.0 if gain else 0.0) + (0.1 if gain else 0.05) * torch.randn(shape, generator=g, device=device)
         else:
             t = torch.randn(shape, generator=g, device=device) / like[0].numel() ** 0.5
-        out[name] = t.to(torch.bfloat16).cpu()
+        t = t.to(torch.bfloat16)
+        out[name] = t if on_device else t.cpu()
     return out
 
 
@@ -300,16 +312,28 @@ def time_ours(args, device, ckpt: Path, out: Path):
     ids = itertools.count()
     stage_seconds: list[dict[str, float]] = []
 
+    # a machine without imageio-ffmpeg (its wheel bundles the ffmpeg binary) times the latents-only renders
+    try:
+        import imageio_ffmpeg
+
+        can_encode = bool(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError):  # not installed, or no ffmpeg binary for this platform
+        can_encode = False
+    timed_kind = "mp4" if can_encode else "latents"
+
     def render(r: Renderer) -> None:
         result = r.render({"id": f"v{next(ids)}", "seed": E2E_SEED, **e2e_request(args)})
         if not result.ok:
             raise RuntimeError(f"ours failed in {result.error_stage}: {result.error}")
-        if r is with_mp4:
+        if r.job.save == (timed_kind,):
             stage_seconds.append(result.seconds)
 
-    with_mp4, latents_only = renderer("mp4"), renderer("latents")
+    latents_only = renderer("latents")
     reset_peak(device)
-    t_mp4 = timed(lambda: render(with_mp4), device, args.repeats)  # the warm-up call loads the models
+    t_mp4 = None
+    if can_encode:
+        with_mp4 = renderer("mp4")
+        t_mp4 = timed(lambda: render(with_mp4), device, args.repeats)  # the warm-up call loads the models
     t_latents = timed(lambda: render(latents_only), device, args.repeats)
     mem = peak_gib(device)
     model_cache.clear()  # the renderers go with this frame; the cache must let go of the models too
@@ -355,7 +379,8 @@ def bench_e2e(args, device, dtype, rows) -> list[str]:
         t_ref, mem_ref = time_diffusers(args, device, dtype, ckpt)
         free_memory(device)
 
-    rows.append(("end to end s/video, ours writes MP4", t_mp4, t_ref, None))
+    if t_mp4 is not None:
+        rows.append(("end to end s/video, ours writes MP4", t_mp4, t_ref, None))
     rows.append(("end to end s/video, ours writes no MP4", t_latents, t_ref, None))
     if device.type == "cuda":
         rows.append(("end to end peak GiB", [mem_ours], [mem_ref], None))
@@ -369,9 +394,10 @@ def bench_e2e(args, device, dtype, rows) -> list[str]:
         f"d_ff {t5['d_ff']}; T5-XXL: 24, 4096, 10240); ours: Renderer with MP4 (noise-like frames: x264 is likely "
         "slower than on real video) or the latents file only; diffusers: LTXConditionPipeline, "
         "output_type='np' (no file).",
-        "ours per stage, median s of the MP4 renders: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
+        f"ours per stage, median s of the {'MP4' if t_mp4 is not None else 'latents-only (no imageio-ffmpeg here)'} "
+        "renders: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
         + (f" (base_sample / steps: {sample / args.e2e_steps:.3f})" if sample else "")
-        + "; decode includes the MP4 encode and write.",
+        + "; decode includes writing the output.",
     ]
 
 
@@ -390,6 +416,8 @@ def main() -> None:
     ap.add_argument("--e2e-size", default=None,
                     help="WxHxF of the end-to-end videos (default --size; tiny 192x128x17)")  # fmt: skip
     ap.add_argument("--e2e-steps", type=int, default=None, help="end-to-end sampling steps (default 30; tiny 3)")
+    ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")),
+                    help="file the table is appended to (default bench/RESULTS.md)")
     args = ap.parse_args()
     args.size = tuple(int(v) for v in args.size.split("x"))
     e2e_size = args.e2e_size or ("192x128x17" if args.tiny else "x".join(map(str, args.size)))
@@ -399,27 +427,40 @@ def main() -> None:
     dtype = torch.bfloat16
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" and not args.tiny else 512)
+    print(f"measured bf16 matmul peak: {peak:.0f} TFLOP/s", flush=True)
     rows: list = []
-    bench_transformer(args, device, dtype, rows)
-    bench_vae(args, device, dtype, rows)
-    notes = [] if args.skip_e2e else bench_e2e(args, device, dtype, rows)
+
+    def row_line(label, ours, ref, flops) -> str:
+        mo, mr = statistics.median(ours), statistics.median(ref)
+        tflops = f"{flops / mo / 1e12:.0f}" if flops else "-"
+        frac = f"{100 * flops / mo / 1e12 / peak:.0f}%" if flops else "-"
+        return f"| {label} | {mo:.3f} | {mr:.3f} | {mr / mo:.2f}x | {tflops} | {frac} |"
+
+    notes: list[str] = []
+    sections = [bench_transformer, bench_vae] + ([] if args.skip_e2e else [bench_e2e])
+    for section in sections:
+        done = len(rows)
+        try:  # a failing section (say, no MP4 encoder on the machine) keeps the rows already measured
+            notes += section(args, device, dtype, rows) or []
+        except Exception as e:  # noqa: BLE001 - reported in the table's notes, the other sections still run
+            notes.append(f"{section.__name__} failed: {type(e).__name__}: {e}")
+            print(notes[-1], flush=True)
+        for row in rows[done:]:
+            print(row_line(*row), flush=True)
+        free_memory(device)  # compiled blocks keep their modules alive in a reference cycle until collected
 
     lines = [f"## {datetime.date.today()} {name}, {args.model}{' (tiny)' if args.tiny else ''}, "
              f"{'x'.join(map(str, args.size))}, bf16{', model.compile' if args.compile else ''}, torch {torch.__version__}, "
              f"diffusers {diffusers.__version__}",
              f"measured bf16 matmul peak: {peak:.0f} TFLOP/s", "",
              "| row | ours | diffusers | diffusers/ours | ours TFLOP/s | % of peak |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for label, ours, ref, flops in rows:
-        mo, mr = statistics.median(ours), statistics.median(ref)
-        tflops = f"{flops / mo / 1e12:.0f}" if flops else "-"
-        frac = f"{100 * flops / mo / 1e12 / peak:.0f}%" if flops else "-"
-        lines.append(f"| {label} | {mo:.3f} | {mr:.3f} | {mr / mo:.2f}x | {tflops} | {frac} |")
+    lines += [row_line(*row) for row in rows]
     if notes:
         lines += [""] + notes
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.tiny:
-        with open(Path(__file__).with_name("RESULTS.md"), "a") as fh:
+        with open(args.results, "a") as fh:
             fh.write("\n" + text)
 
 
