@@ -9,6 +9,7 @@ counts its tries and reports its failures under its own name; all run with the f
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -78,14 +79,15 @@ def usable_cores(cgroup: str = "/sys/fs/cgroup") -> int:
 
 def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
     """CPUs allowed by the cgroup quota (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``); None when unlimited."""
+    base = Path(root)
     try:
-        quota, period = open(os.path.join(root, "cpu.max")).read().split()[:2]
+        quota, period = (base / "cpu.max").read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
     try:
-        quota = int(open(os.path.join(root, "cpu", "cpu.cfs_quota_us")).read())
-        period = int(open(os.path.join(root, "cpu", "cpu.cfs_period_us")).read())
+        quota = int((base / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((base / "cpu" / "cpu.cfs_period_us").read_text())
         return quota / period if quota > 0 and period > 0 else None
     except (OSError, ValueError):
         return None
