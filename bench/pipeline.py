@@ -2,8 +2,9 @@
 
     python bench/pipeline.py [--rows 12,120] [--size 128x96x25] [--steps 4] [--repeats 2]
 
-Three paths: a loop of ``render`` in this process; ``run`` with the CPU default layout (every stage in one
-actor pool, ``pools.fusion.all_stages``); ``run`` with the stages split into pools (the GPU layout). Each path
+Four paths: a loop of ``render`` in this process; ``Renderer.render_many`` (two rows in flight: one row's MP4
+encode beside the next row's model work); ``run`` with the CPU default layout (every stage in one actor pool,
+``pools.fusion.all_stages``); ``run`` with the stages split into pools (the GPU layout). Each path
 renders two manifests (a small and a large one, ``--rows``); its line is fitted through the two wall-clock
 times: seconds = start-up + rows x seconds-per-video. The measurements are interleaved (small then large
 manifest, every path in turn) and repeated, each keeping its fastest time, so a slow spell of a shared
@@ -70,6 +71,14 @@ def main() -> None:
             assert renderer.render({"id": f"r{i:04d}", "prompt": f"bench prompt number {i}", "seed": i}).ok
         return time.perf_counter() - start
 
+    def render_many(n: int) -> float:
+        models.clear()
+        renderer = Renderer(load_job(spec(n, f"many-{n}-{uuid.uuid4().hex[:6]}")))
+        rows = ({"id": f"r{i:04d}", "prompt": f"bench prompt number {i}", "seed": i} for i in range(n))
+        start = time.perf_counter()
+        assert all(result.ok for result in renderer.render_many(rows))
+        return time.perf_counter() - start
+
     def run(n: int, all_stages: bool | None) -> float:
         import ray
 
@@ -83,6 +92,7 @@ def main() -> None:
         return time.perf_counter() - start
 
     paths = {"render loop (in-process)": render_loop,
+             "render_many (in-process)": render_many,
              "run, one pool (CPU default)": lambda n: run(n, None),
              "run, split pools": lambda n: run(n, False)}  # fmt: skip
     best: dict[str, list[float]] = {name: [float("inf"), float("inf")] for name in paths}
@@ -115,6 +125,7 @@ def main() -> None:
         else:
             line += "; its steady per-video cost is not below the loop's: it does not catch up"
         print(line)
+
 
 if __name__ == "__main__":
     main()

@@ -2,11 +2,17 @@
 
 The same stage classes as the Ray pipeline run one after the other on a single record, so a row renders
 the same here as in ``ltx-batch run``. Models stay cached in the process between calls.
+``Renderer.render_many`` keeps two rows in flight, as a ``run`` actor does, so one row's MP4 encode and upload
+run while the next row's model work does.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,11 +59,34 @@ class Renderer:
     def __init__(self, job: Job, *, keep_text_encoder: bool = True):
         self.job = job
         self.stages = stages_for(job)
+        # one compute lock for every stage, as in a run actor: with render_many's two rows in flight one model
+        # computation runs at a time (the memory of one row), and only a row's output writing runs beside it
+        lock = threading.Lock()
+        for stage in self.stages:
+            stage.compute = lock
         self.keep_text_encoder = keep_text_encoder
         self._model = None
 
     def render(self, request: dict[str, Any]) -> RenderResult:
         """Render one manifest-style row (``id`` and ``prompt`` required; other columns optional)."""
+        return self._render(request, release_text=not self.keep_text_encoder)
+
+    def render_many(self, requests: Iterable[dict[str, Any]]) -> Iterator[RenderResult]:
+        """Render rows in order, yielding each result once its outputs are written. Two rows are in flight:
+        while one row's MP4 is encoded and written, the next row encodes its prompt, samples and decodes, so
+        the device (or the cores) do not wait on x264 or the upload. T5 stays loaded until the last row."""
+        pending: deque = deque()
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ltx-render") as pool:
+            for request in requests:
+                pending.append(pool.submit(self._render, request, release_text=False))
+                if len(pending) == 2:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        if not self.keep_text_encoder:
+            self.stages[0].release()
+
+    def _render(self, request: dict[str, Any], *, release_text: bool) -> RenderResult:
         job = self.job
         defaults = {"width": job.defaults.width, "height": job.defaults.height, "num_frames": job.defaults.num_frames}
         try:
@@ -70,7 +99,7 @@ class Renderer:
         records = [record]
         for stage in self.stages:
             records = stage(records)
-            if isinstance(stage, TextEncodeStage) and not self.keep_text_encoder:
+            if isinstance(stage, TextEncodeStage) and release_text:
                 stage.release()
         record = records[0]
         return RenderResult(

@@ -162,7 +162,11 @@ class Stage:
                 self._finish(admitted)
 
     def ensure_setup(self) -> None:
-        if not self._ready:
+        if self._ready:
+            return
+        with self.compute:  # two calls arriving at once (render_many, two calls per actor) load the models once
+            if self._ready:
+                return
             if self.device.type == "cpu":
                 # actors share the machine's cores: one BLAS pool per actor sized to its CPU share
                 pool = getattr(self.job.pools, self.pool, None)

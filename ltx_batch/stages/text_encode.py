@@ -22,10 +22,11 @@ class TextEncodeStage(Stage):
 
     def release(self) -> None:
         """Let go of T5 (~9.5 GB in bf16) once no more prompts will come; the next batch loads it again."""
-        if self._ready:
-            self.encoder = None
-            models.release(self.job, "text_encoder", dtype=self.dtype, device=self.device)
-            self._ready = False
+        with self.compute:  # not while another thread encodes with it
+            if self._ready:
+                self.encoder = None
+                models.release(self.job, "text_encoder", dtype=self.dtype, device=self.device)
+                self._ready = False
 
     def group(self, records):
         size = max(1, self.job.pools.text_encode.batch_size)

@@ -213,3 +213,46 @@ def test_render_can_free_the_text_encoder_before_sampling(tmp_path):
     kept = Renderer(_job(tmp_path / "kept"))
     assert kept.render({"id": "c", "prompt": "third", "seed": 3}).ok
     assert kept.stages[0].encoder is not None
+
+
+def test_render_many_writes_one_row_while_the_next_renders(tmp_path, monkeypatch):
+    # Row a's write waits until row b is writing too, which b can reach only by encoding, sampling and
+    # decoding while a writes: the test hangs (and fails on the timeout) if render_many renders one by one.
+    import threading
+
+    from ltx_batch.render import Renderer
+    from ltx_batch.stages import decode as decode_module
+
+    rows = [{"id": i, "prompt": f"prompt {i}", "seed": n} for n, i in enumerate("abc")]
+    a_writing, b_writing = threading.Event(), threading.Event()
+    write = decode_module.write_outputs
+
+    def gated_write(storage, job, row, **kw):
+        if row.id == "a":
+            a_writing.set()
+            assert b_writing.wait(timeout=60), "row b did not render while row a was writing"
+        elif row.id == "b":
+            b_writing.set()
+        return write(storage, job, row, **kw)
+
+    monkeypatch.setattr(decode_module, "write_outputs", gated_write)
+    results = list(Renderer(_job(tmp_path / "many")).render_many(rows))
+    assert [(r.id, r.ok) for r in results] == [("a", True), ("b", True), ("c", True)]  # in order
+    monkeypatch.setattr(decode_module, "write_outputs", write)
+    one_by_one = Renderer(_job(tmp_path / "single"))
+    for row in rows:  # the same frames as rendering the rows one at a time
+        assert one_by_one.render(row).ok
+        assert np.array_equal(np.load(tmp_path / "many" / "frames" / f"{row['id']}.npy"),
+                              np.load(tmp_path / "single" / "frames" / f"{row['id']}.npy"))  # fmt: skip
+
+
+def test_render_many_frees_the_text_encoder_after_the_last_row_only(tmp_path):
+    from ltx_batch.render import Renderer
+
+    renderer = Renderer(_job(tmp_path / "out"), keep_text_encoder=False)
+    loads = []
+    setup = renderer.stages[0].setup
+    renderer.stages[0].setup = lambda: (loads.append(1), setup())[1]
+    results = list(renderer.render_many({"id": f"r{i}", "prompt": f"prompt {i}", "seed": i} for i in range(3)))
+    assert all(r.ok for r in results)
+    assert len(loads) == 1 and renderer.stages[0].encoder is None  # loaded once, freed at the end
