@@ -212,8 +212,9 @@ def random_state(module: torch.nn.Module, device: torch.device, seed: int, *,
                  on_device: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
     """bf16 random tensors, on the CPU (``on_device``: left on ``device``), for every entry of ``module``'s
     state dict (the module is built on the meta device, so nothing is initialised twice). Drawn on ``device``:
-    a 13B model's numbers take minutes on a CPU. Speed does not depend on the values, but they stay finite and of a plausible scale (1/sqrt(fan_in)
-    weights, norm gains near 1, positive latent std) so nothing overflows through the layers."""
+    a 13B model's numbers take minutes on a CPU. Speed does not depend on the values, but they stay finite and
+    of a plausible scale (1/sqrt(fan_in) weights, norm gains near 1, positive latent std) so nothing overflows
+    through the layers."""
     g = torch.Generator(device=device).manual_seed(seed)
     out = {}
     for name, like in module.state_dict().items():

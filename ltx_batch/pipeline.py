@@ -144,7 +144,8 @@ def unused_pool_settings(job: Job, classes: list[type]) -> list[str]:
     """With every stage in one pool: the job's other ``pools`` settings, which that layout ignores."""
     if not any(getattr(cls, "whole", False) for cls in classes):
         return []
-    unused = [f"pools.{stage}" for stage in STAGES if stage != "base_sample" and getattr(job.pools, stage) != PoolSpec()]
+    unused = [f"pools.{stage}" for stage in STAGES
+              if stage != "base_sample" and getattr(job.pools, stage) != PoolSpec()]  # fmt: skip
     return unused + [f"pools.fusion.{f}" for f in ("base_refine", "refine_decode") if getattr(job.pools.fusion, f)]
 
 

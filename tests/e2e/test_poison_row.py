@@ -2,8 +2,9 @@
 
 The actor really dies: the test SIGKILLs the sampling actor's process (what the kernel's OOM killer does)
 each time it has been busy on the poison row for a while; in the split layout (the GPU default) and with every
-stage in one actor (the CPU default), where the quick row shares the actor that keeps dying. Ray restarts the actor and retries the row; after
-``MAX_ATTEMPTS`` the row is failed with a reason, and the other row of the manifest renders.
+stage in one actor (the CPU default), where the quick row shares the actor that keeps dying. Ray restarts the
+actor and retries the row; after ``MAX_ATTEMPTS`` the row is failed with a reason, and the other row of the
+manifest renders.
 """
 
 from __future__ import annotations

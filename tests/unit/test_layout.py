@@ -68,7 +68,8 @@ def test_settings_the_one_pool_layout_ignores_are_named():
 
 def test_fused_parts_run_with_the_fused_pools_cpu_share(tmp_path):
     job = load_job({"model": {**DEBUG, "dtype": "float32", "device": "cpu"}, "output": str(tmp_path),
-                    "pools": {"text_encode": {"num_cpus": 2}, "base_sample": {"num_cpus": 1}, "decode": {"num_cpus": 2}}})
+                    "pools": {"text_encode": {"num_cpus": 2}, "base_sample": {"num_cpus": 1},
+                              "decode": {"num_cpus": 2}}})  # fmt: skip
     (fused_cls,) = stage_classes(job, gpu=False)
     threads = torch.get_num_threads()
     try:
