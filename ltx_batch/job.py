@@ -131,10 +131,17 @@ class PoolSpec:
     batch_size: int = 1
 
     def __post_init__(self) -> None:
+        # ValueError, not SpecError: the spec parser prefixes the pool's path (pools.decode: batch_size ...)
         if self.batch_size < 1:
-            raise SpecError(f"pools.*.batch_size must be >= 1, got {self.batch_size}")
-        if isinstance(self.concurrency, tuple) and (len(self.concurrency) != 2 or self.concurrency[0] > self.concurrency[1]):
-            raise SpecError(f"pools.*.concurrency must be n or [min, max], got {list(self.concurrency)}")
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("num_gpus", "num_cpus"):
+            if (getattr(self, name) or 0) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        c = self.concurrency
+        lo, hi = (c if len(c) == 2 else (0, 0)) if isinstance(c, tuple) else (1, 1) if c is None else (c, c)
+        if not 1 <= lo <= hi:
+            shown = list(c) if isinstance(c, tuple) else c
+            raise ValueError(f"concurrency must be n >= 1 or [min, max] with 1 <= min <= max, got {shown}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -194,10 +201,11 @@ class Job:
         return render_one(self, request)
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
-        """The resolved job as plain data; storage options (credentials) removed unless ``redact=False``."""
+        """The resolved job as plain data; storage options (credentials, endpoints) removed unless
+        ``redact=False``: what is written to outputs and logs (DESIGN.md) never holds them."""
         data = asdict(self)
         if redact:
-            data["storage_options"] = {k: "<redacted>" for k in self.storage_options}
+            data["storage_options"] = {}
         return data
 
 

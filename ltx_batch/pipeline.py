@@ -29,7 +29,7 @@ from .fingerprint import fingerprint, model_identity
 from .io.manifest import ManifestError, manifest_base, read_manifest
 from .io.outputs import read_metadata_many
 from .io.results import write_results
-from .io.rows import RowError, validate_row
+from .io.rows import KNOWN_COLUMNS, RowError, validate_row
 from .io.storage import Storage
 from .job import STAGES, Job, PoolSpec
 from .pools import resources, uses_gpu
@@ -90,7 +90,8 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
         try:
             row = validate_row(raw, defaults=defaults, frame_rate=job.recipe.frame_rate, base_uri=base)
         except RowError as e:
-            done.append(failed_record(raw.get("id"), "validate", str(e)))
+            extra = {k: v for k, v in raw.items() if k not in KNOWN_COLUMNS}
+            done.append(failed_record(raw.get("id"), "validate", str(e), extra))
             continue
         rows.append((row, fingerprint(job, row, model)))
     metadata = read_metadata_many(storage, [row.id for row, _ in rows if row.id in finished])

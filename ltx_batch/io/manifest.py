@@ -68,7 +68,8 @@ def read_manifest(url: str, storage_options: dict | None = None) -> list[dict[st
         raise ManifestError(f"manifest {url!r}: missing required column(s) {missing}; columns: {table.column_names}")
     rows = table.to_pylist()
     seen: set = set()
-    dups = sorted({str(r["id"]) for r in rows if r["id"] in seen or seen.add(r["id"])})
+    # a row without an id fails alone (validation names the field); it is no duplicate of another such row
+    dups = sorted({str(r["id"]) for r in rows if r["id"] is not None and (r["id"] in seen or seen.add(r["id"]))})
     if dups:
         shown = ", ".join(dups[:10]) + (f" (+{len(dups) - 10} more)" if len(dups) > 10 else "")
         raise ManifestError(f"manifest {url!r}: duplicate id(s): {shown}")

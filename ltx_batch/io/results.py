@@ -1,8 +1,9 @@
 """Run results: ``results/{run_id}.parquet`` (one row per manifest row) and ``runs/{run_id}/job.json``.
 
 Results columns: id, status (ok | failed | skipped), error_stage, error, attempts, seed, fingerprint,
-paths (kind -> key under output), seconds (stage -> seconds). The job file holds the resolved job with
-storage options redacted, plus the run summary.
+paths (kind -> key under output), seconds (stage -> seconds), then the manifest's pass-through columns
+(dataset labels) under their own names, or as ``extra.<name>`` where a name is one of the columns before.
+The job file holds the resolved job without its storage options, plus the run summary.
 """
 
 from __future__ import annotations
@@ -36,7 +37,28 @@ def result_row(record: dict[str, Any]) -> dict[str, Any]:
         "fingerprint": record.get("fingerprint") or None,
         "paths": json.loads(record.get("outputs") or "{}") if status != "failed" else {},
         "seconds": json.loads(record.get("timings") or "{}"),
+        "extra": row.get("extra") or {},
     }
+
+
+def extra_columns(rows: list[dict[str, Any]]) -> tuple[list[str], list[pa.Array]]:
+    """The pass-through columns of ``rows`` (their union, in first-seen order; missing values null), each
+    typed as Arrow infers it from the values (they crossed Ray as JSON), or as JSON text when that fails (a
+    column of empty lists only, say)."""
+    names: dict[str, None] = {}
+    for r in rows:
+        names.update(dict.fromkeys(r["extra"]))
+    out_names, arrays = [], []
+    for name in names:
+        values = [r["extra"].get(name) for r in rows]
+        try:
+            array = pa.array(values)
+            pq.write_table(pa.table({name: array.slice(0, 1)}), io.BytesIO())  # a type Parquet can hold?
+        except (pa.ArrowException, TypeError):  # e.g. a struct of no fields
+            array = pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
+        out_names.append(f"extra.{name}" if name in RESULTS_SCHEMA.names else name)
+        arrays.append(array)
+    return out_names, arrays
 
 
 def write_results(storage: Storage, job, summary, records: list[dict[str, Any]]) -> None:
@@ -58,6 +80,8 @@ def write_results(storage: Storage, job, summary, records: list[dict[str, Any]])
         [{**r, "paths": list(r["paths"].items()), "seconds": list(r["seconds"].items())} for r in rows],
         schema=RESULTS_SCHEMA,
     )
+    for name, array in zip(*extra_columns(rows)):
+        table = table.append_column(name, array)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     key = f"results/{summary.run_id}.parquet"

@@ -187,7 +187,8 @@ class Stage:
         admitted = []
         for record in live:
             n = counts[record["id"]]
-            record["attempts"] = max(int(record.get("attempts") or 0), n)
+            # the try refused here is no attempt: a row given up on after 3 reports 3
+            record["attempts"] = max(int(record.get("attempts") or 0), min(n, MAX_ATTEMPTS))
             if n > MAX_ATTEMPTS:
                 record["error_stage"] = self.name
                 record["error"] = (f"gave up after {MAX_ATTEMPTS} attempts: the row's worker died each time "

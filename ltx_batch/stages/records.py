@@ -63,9 +63,10 @@ def new_record(row: Row, fingerprint: str) -> dict[str, Any]:
     return _record(row.id, json.dumps({**row.as_dict(), "extra": row.extra}, default=_jsonable), fingerprint)
 
 
-def failed_record(row_id: Any, stage: str, error: str) -> dict[str, Any]:
-    """A row that failed before it became a ``Row`` (validation): it still yields a result."""
-    rec = _record(str(row_id), json.dumps({"id": str(row_id), "extra": {}}), "")
+def failed_record(row_id: Any, stage: str, error: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A row that failed before it became a ``Row`` (validation): it still yields a result, with its
+    pass-through columns (``extra``)."""
+    rec = _record(str(row_id), json.dumps({"id": str(row_id), "extra": extra or {}}, default=_jsonable), "")
     rec.update(error_stage=stage, error=error)
     return rec
 

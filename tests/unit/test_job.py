@@ -76,7 +76,13 @@ def test_unknown_nested_key(spec, key, allowed):
         ({"name": ["a"]}, "name"),
         ({"storage_options": ["key"]}, "storage_options"),
         ({"pools": {"refine": {"batch_size": "2"}}}, "pools.refine.batch_size"),
-        ({"pools": {"refine": {"concurrency": [4, 1]}}}, "concurrency"),
+        ({"pools": {"refine": {"concurrency": [4, 1]}}}, "pools.refine: concurrency"),
+        ({"pools": {"decode": {"concurrency": 0}}}, "pools.decode: concurrency"),
+        ({"pools": {"decode": {"concurrency": [0, 2]}}}, "pools.decode: concurrency"),
+        ({"pools": {"decode": {"concurrency": [1, 2, 3]}}}, "pools.decode: concurrency"),
+        ({"pools": {"text_encode": {"batch_size": 0}}}, "pools.text_encode: batch_size"),
+        ({"pools": {"base_sample": {"num_gpus": -1}}}, "pools.base_sample: num_gpus"),
+        ({"pools": {"base_sample": {"num_cpus": -2}}}, "pools.base_sample: num_cpus"),
     ],
 )
 def test_wrong_type_names_the_field(spec, field):
@@ -342,12 +348,13 @@ def test_bare_hub_checkpoint_offline_names_it(offline):
 # -- output of the resolved job -------------------------------------------------------------------------------
 
 
-def test_to_dict_redacts_storage_options():
+def test_to_dict_removes_storage_options():
     secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
     options = {"key": "AKIAEXAMPLE", "secret": secret, "client_kwargs": {"endpoint_url": "x"}}
     job = load_job({**DEBUG, "output": "s3://bucket/out", "storage_options": options})
     data = job.to_dict()
-    assert data["storage_options"] == {"key": "<redacted>", "secret": "<redacted>", "client_kwargs": "<redacted>"}
+    assert data["storage_options"] == {}
+    assert job.to_dict(redact=False)["storage_options"] == options  # submit hands the cluster the real ones
     text = json.dumps(data, default=str)
     assert secret not in text and "AKIAEXAMPLE" not in text
     assert job.storage_options["secret"] == secret  # still usable by the job itself

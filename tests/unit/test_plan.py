@@ -68,3 +68,40 @@ def test_bulk_read_takes_keys_literally_and_skips_torn_metadata(tmp_path):
     storage.write_bytes(metadata_key("torn"), b'{"status": "o')
     assert read_metadata_many(storage, ["a", "torn", "missing"]) == {"a": {"status": "ok"}}
     assert read_metadata_many(storage, ["a", "torn"], chunk=1) == {"a": {"status": "ok"}}
+
+
+def test_pass_through_columns_reach_the_results_table(tmp_path):
+    from ltx_batch.io.results import read_results, write_results
+    from ltx_batch.pipeline import RunSummary
+
+    rows = [{"id": "a", "prompt": "x", "label": "cat", "score": 0.5, "status": "keep", "tags": ["a"]},
+            {"id": "bad", "prompt": "y", "width": 33, "label": "dog", "score": None, "status": "drop",
+             "tags": ["b", "c"]},
+            {"id": "c", "prompt": "z", "label": None, "score": 2.0, "status": None, "tags": None}]  # fmt: skip
+    write_parquet(manifest_table(rows), str(tmp_path / "m.parquet"))
+    job = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "input": str(tmp_path / "m.parquet"),
+                    "output": str(tmp_path / "out")})  # fmt: skip
+    storage = Storage(job.output)
+    todo, done = plan(job, storage)
+    for record in todo:  # as the decode stage leaves a rendered row
+        record["outputs"] = json.dumps({"mp4": f"videos/{record['id']}.mp4"})
+    summary = RunSummary(run_id="r1", output=job.output, total=3)
+    write_results(storage, job, summary, todo + done)
+    _, results = read_results(storage, "r1")
+    by_id = {r["id"]: r for r in results}
+    assert [by_id[i]["label"] for i in ("a", "bad", "c")] == ["cat", "dog", None]  # the invalid row keeps its labels
+    assert [by_id[i]["score"] for i in ("a", "bad", "c")] == [0.5, None, 2.0]
+    # a label named like a results column keeps both: the run's status and the manifest's value
+    assert by_id["bad"]["status"] == "failed" and by_id["bad"]["extra.status"] == "drop"
+    assert by_id["a"]["status"] == "ok" and by_id["a"]["extra.status"] == "keep"
+    assert [by_id[i]["tags"] for i in ("a", "bad", "c")] == [["a"], ["b", "c"], None]
+
+
+def test_rows_without_an_id_fail_alone_not_as_duplicates(tmp_path):
+    rows = [{"id": None, "prompt": "a"}, {"id": None, "prompt": "b"}, {"id": "ok", "prompt": "c"}]
+    write_parquet(manifest_table(rows), str(tmp_path / "m.parquet"))
+    job = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "input": str(tmp_path / "m.parquet"),
+                    "output": str(tmp_path / "out")})  # fmt: skip
+    todo, done = plan(job, Storage(job.output))
+    assert [r["id"] for r in todo] == ["ok"]
+    assert len(done) == 2 and all(r["error_stage"] == "validate" and "id" in r["error"] for r in done)
