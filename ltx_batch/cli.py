@@ -148,7 +148,7 @@ def cmd_validate(args) -> int:
     if not job.input:
         return EXIT_OK
     rows = read_manifest(job.input, job.storage_options)
-    defaults = {"width": job.defaults.width, "height": job.defaults.height, "num_frames": job.defaults.num_frames}
+    defaults = job.defaults.as_dict()
     bad = []
     for raw in rows:
         try:

@@ -118,9 +118,22 @@ def _check_steps(where: str, steps: int, timesteps) -> None:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RowDefaults:
+    """Values for the optional manifest columns a row leaves empty (its own values win). The frame rate's
+    default is ``recipe.frame_rate``; a row's seed without one here is derived from its id."""
+
     width: int = 768
     height: int = 512
     num_frames: int = 121
+    negative_prompt: str | None = None
+    seed: int | None = None  # one seed for every row without its own (prompt studies); None: from the id
+
+    def __post_init__(self) -> None:
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must satisfy 0 <= seed < 2**63, got {self.seed}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "num_frames": self.num_frames,
+                "negative_prompt": self.negative_prompt, "seed": self.seed}  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -81,7 +81,7 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
     if not job.input:
         raise ManifestError("input: no manifest given (set input in the job or pass --input)")
     raw_rows = read_manifest(job.input, job.storage_options)
-    defaults = {"width": job.defaults.width, "height": job.defaults.height, "num_frames": job.defaults.num_frames}
+    defaults = job.defaults.as_dict()
     base = manifest_base(job.input)
     model = model_identity(job)
     finished = set(n.removesuffix(".json") for n in storage.listdir("metadata") if n.endswith(".json"))

@@ -88,7 +88,7 @@ class Renderer:
 
     def _render(self, request: dict[str, Any], *, release_text: bool) -> RenderResult:
         job = self.job
-        defaults = {"width": job.defaults.width, "height": job.defaults.height, "num_frames": job.defaults.num_frames}
+        defaults = job.defaults.as_dict()
         try:
             row = validate_row(request, defaults=defaults, frame_rate=job.recipe.frame_rate)
         except RowError as e:

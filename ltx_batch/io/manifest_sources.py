@@ -112,7 +112,7 @@ def build_manifest(source: str, output: str, *, defaults_from: str | None = None
         from ..job import load_job
 
         job = load_job(defaults_from)
-        defaults = {"width": job.defaults.width, "height": job.defaults.height, "num_frames": job.defaults.num_frames}
+        defaults = job.defaults.as_dict()
         rate = job.recipe.frame_rate
     else:
         defaults, rate = {"width": 768, "height": 512, "num_frames": 121}, 25.0

@@ -153,14 +153,15 @@ def validate_id(value: Any) -> str:
 
 def validate_row(raw: dict[str, Any], *, defaults: dict[str, Any], frame_rate: float,
                  base_uri: str | None = None) -> Row:  # fmt: skip
-    """A raw mapping -> ``Row``. ``defaults`` fill width/height/num_frames; ``frame_rate`` is the recipe's."""
+    """A raw mapping -> ``Row``. ``defaults`` (``RowDefaults.as_dict()``) fill the optional columns a row leaves
+    empty: width/height/num_frames, and negative_prompt and seed where given; ``frame_rate`` is the recipe's."""
     row_id = validate_id(raw.get("id"))
     prompt = raw.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise RowError("prompt", "a non-empty string is required")
     negative = raw.get("negative_prompt")
     if _missing(negative):
-        negative = ""
+        negative = defaults.get("negative_prompt") or ""
     elif not isinstance(negative, str):
         raise RowError("negative_prompt", f"expected a string, got {negative!r}")
 
@@ -178,7 +179,10 @@ def validate_row(raw: dict[str, Any], *, defaults: dict[str, Any], frame_rate: f
     rate = frame_rate if _missing(raw.get("frame_rate")) else _as_float("frame_rate", raw["frame_rate"])
     if rate <= 0:
         raise RowError("frame_rate", f"must be > 0, got {rate}")
-    seed = derived_seed(row_id) if _missing(raw.get("seed")) else _as_int("seed", raw["seed"])
+    seed = raw.get("seed")
+    if _missing(seed):
+        seed = defaults.get("seed")
+    seed = derived_seed(row_id) if _missing(seed) else _as_int("seed", seed)
     if not 0 <= seed < SEED_LIMIT:
         raise RowError("seed", f"must satisfy 0 <= seed < 2**63, got {seed}")
     conditions = _conditions(raw.get("conditions"), num_frames, base_uri)

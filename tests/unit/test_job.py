@@ -83,6 +83,8 @@ def test_unknown_nested_key(spec, key, allowed):
         ({"pools": {"text_encode": {"batch_size": 0}}}, "pools.text_encode: batch_size"),
         ({"pools": {"base_sample": {"num_gpus": -1}}}, "pools.base_sample: num_gpus"),
         ({"pools": {"base_sample": {"num_cpus": -2}}}, "pools.base_sample: num_cpus"),
+        ({"defaults": {"seed": -1}}, "defaults: seed"),
+        ({"defaults": {"negative_prompt": 3}}, "defaults.negative_prompt"),
     ],
 )
 def test_wrong_type_names_the_field(spec, field):

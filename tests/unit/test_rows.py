@@ -229,3 +229,19 @@ def test_one_rule_at_a_time():
     assert _row(**good).conditions[0].frame_index == 8
     for name, bad in [("width", 250), ("height", 250), ("num_frames", 10), ("frame_rate", -1), ("seed", -1)]:
         assert _field(**{**good, name: bad}) == name
+
+
+def test_job_defaults_fill_negative_prompt_and_seed_a_row_leaves_empty():
+    from ltx_batch import load_job
+
+    job = load_job({"model": {"preset": "ltxv-debug"},
+                    "defaults": {"width": 256, "negative_prompt": "blurry", "seed": 11}})  # fmt: skip
+    defaults = job.defaults.as_dict()
+    filled = validate_row({"id": "a", "prompt": "p"}, defaults=defaults, frame_rate=25.0)
+    assert (filled.width, filled.negative_prompt, filled.seed) == (256, "blurry", 11)
+    own = validate_row({"id": "b", "prompt": "p", "negative_prompt": "dark", "seed": 5, "width": 96},
+                       defaults=defaults, frame_rate=25.0)  # fmt: skip
+    assert (own.width, own.negative_prompt, own.seed) == (96, "dark", 5)  # the row's own values win
+    unset = validate_row({"id": "c", "prompt": "p"}, defaults=load_job({"model": {"preset": "ltxv-debug"}})
+                         .defaults.as_dict(), frame_rate=25.0)  # fmt: skip
+    assert unset.negative_prompt == "" and unset.seed == _formula_seed("c")
