@@ -346,7 +346,7 @@ def load_job(
         # a GGUF carries no scheduler: its release shows in the VAE's checkpoint (the stage reads it there too)
         try:
             pipeline = pipeline_default(_checkpoint_path(model.vae))
-        except CheckpointError:  # unreadable here (offline driver): the 0.9.5+ default, as for the file itself
+        except (CheckpointError, OSError):  # unreadable here (offline driver): the 0.9.5+ default, as for the file
             pipeline = "condition"
     pipeline = pipeline or pipeline_default(_checkpoint_path(checkpoint))
     base_defaults = {"pipeline": pipeline}

@@ -190,6 +190,27 @@ def is_hub_file_ref(ref: str) -> bool:
     return bool(_HUB_ID.match(ref)) and ref.partition("@")[0].count("/") > 1
 
 
+class CheckpointUnavailable(OSError):
+    """A checkpoint that may well exist could not be reached (network, hub, credentials): exit 1, not 2."""
+
+
+def hub_error(what: str, e: Exception) -> Exception:
+    """A huggingface_hub failure as ours: ``CheckpointError`` (exit 2) when the hub answered that the repo,
+    revision or file does not exist or is no safetensors file, ``CheckpointUnavailable`` (exit 1) when it could
+    not be asked (offline and not cached, no connection, a server error) or a token is missing (gated)."""
+    from huggingface_hub import errors
+
+    from .strict import CheckpointError
+
+    if isinstance(e, (errors.LocalEntryNotFoundError, errors.GatedRepoError)):  # subclasses of the "not found"s
+        return CheckpointUnavailable(f"{what}: {e}")
+    invalid = (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.EntryNotFoundError,
+               errors.SafetensorsParsingError, errors.NotASafetensorsRepoError)  # fmt: skip
+    if isinstance(e, invalid):
+        return CheckpointError(f"{what}: {e}")
+    return CheckpointUnavailable(f"{what}: {type(e).__name__}: {e}")
+
+
 def hub_scheduler_config(ref: str):
     """The scheduler config of a hub repo, fetching that one JSON file (the driver needs nothing else)."""
     import json
@@ -197,12 +218,11 @@ def hub_scheduler_config(ref: str):
     from huggingface_hub import hf_hub_download
 
     from ..sampling.schedules import SchedulerConfig
-    from .strict import CheckpointError
 
     repo, _, revision = ref.partition("@")
     try:
         with node_lock("hub:" + ref + ":scheduler"):
             path = hf_hub_download(repo, "scheduler/scheduler_config.json", revision=revision or None)
-    except Exception as e:  # noqa: BLE001 - named for the user; network errors stay visible in the message
-        raise CheckpointError(f"checkpoint {ref!r}: cannot read scheduler/scheduler_config.json: {e}") from None
+    except Exception as e:  # noqa: BLE001 - sorted into the job's fault or the network's
+        raise hub_error(f"checkpoint {ref!r}: cannot read scheduler/scheduler_config.json", e) from None
     return SchedulerConfig.from_dict(json.loads(Path(path).read_text()))

@@ -324,13 +324,15 @@ def hub_file_scheduler_config(ref: str) -> SchedulerConfig:
     default pipeline, without downloading the weights."""
     from huggingface_hub import HfApi
 
+    from .resolve import hub_error
+
     path, _, revision = ref.partition("@")
     parts = path.split("/")
     repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
     try:
         header = HfApi().parse_safetensors_file_metadata(repo, filename, revision=revision or None)
-    except Exception as e:  # noqa: BLE001 - offline, missing file, private repo: named for the user
-        raise CheckpointError(f"checkpoint {ref!r}: cannot read the safetensors header: {e}") from None
+    except Exception as e:  # noqa: BLE001 - sorted into the job's fault or the network's
+        raise hub_error(f"checkpoint {ref!r}: cannot read the safetensors header", e) from None
     try:
         return detect_release(_configs(header.metadata or {}, ref, filename)).scheduler_config()
     except CheckpointError as e:

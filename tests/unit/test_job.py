@@ -338,10 +338,17 @@ def test_missing_local_checkpoint_is_a_clear_error(tmp_path, monkeypatch, offlin
         load_job({"model": {"checkpoint": "./no-such-folder"}})
 
 
-def test_bare_hub_checkpoint_offline_names_it(offline):
-    """With no recipe.pipeline, the default needs the checkpoint's scheduler config: offline it cannot be had."""
-    with pytest.raises(CheckpointError, match="ltx-batch-tests/no-such-repo"):
+def test_bare_hub_checkpoint_offline_names_it(offline, tmp_path, capsys):
+    """With no recipe.pipeline, the default needs the checkpoint's scheduler config: offline it cannot be had.
+    That is the network's fault, not the job's: exit 1 (infrastructure), not 2 (invalid)."""
+    from ltx_batch.cli import main
+    from ltx_batch.weights.resolve import CheckpointUnavailable
+
+    with pytest.raises(CheckpointUnavailable, match="ltx-batch-tests/no-such-repo"):
         load_job({"model": {"checkpoint": "ltx-batch-tests/no-such-repo"}})
+    (tmp_path / "job.yaml").write_text("model: {checkpoint: ltx-batch-tests/no-such-repo}\n")
+    assert main(["validate", str(tmp_path / "job.yaml")]) == 1
+    assert "ltx-batch-tests/no-such-repo" in capsys.readouterr().err
     # with the pipeline stated nothing is fetched
     job = load_job({"model": {"checkpoint": "ltx-batch-tests/no-such-repo"}, "recipe": {"pipeline": "base"}})
     assert job.model.checkpoint == "ltx-batch-tests/no-such-repo" and job.recipe.max_sequence_length == 128

@@ -18,6 +18,7 @@ from ltx_batch.weights.checkpoint import open_checkpoint
 from ltx_batch.weights.debug import make_debug_checkpoint
 from ltx_batch.weights.resolve import resolve
 from ltx_batch.weights.strict import CheckpointError
+from ltx_batch.weights.strict import CheckpointError
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -299,3 +300,50 @@ def test_resolve_local_folder_and_file(debug_dir, tmp_path):
     before = resolve(str(copy)).revision
     (copy / "scheduler" / "scheduler_config.json").write_text("{}")
     assert resolve(str(copy)).revision != before  # a changed config is a changed checkpoint
+
+
+@pytest.fixture()
+def answering_hub(monkeypatch, tmp_path):
+    """A hub on loopback that answers every file request with 404: RepoNotFound for repos named *missing*,
+    EntryNotFound for the rest (huggingface_hub reads the error kind from the X-Error-Code header)."""
+    import http.server
+    import threading
+
+    import huggingface_hub.constants
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound" if "missing" in self.path else "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        endpoint + "/{repo_id}/resolve/{revision}/{filename}")  # fmt: skip
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the suite runs offline otherwise
+    yield
+    server.shutdown()
+
+
+@pytest.mark.parametrize("ref", ["org/missing-repo", "org/repo-without-scheduler"])
+def test_a_hub_that_answers_not_found_is_the_jobs_fault(answering_hub, ref, tmp_path, capsys):
+    """The hub said the repo or file does not exist: exit 2 (invalid job); offline is exit 1 (see test_job)."""
+    from ltx_batch.cli import main
+    from ltx_batch.weights.resolve import CheckpointUnavailable, hub_scheduler_config
+
+    with pytest.raises(CheckpointError, match=ref) as info:
+        hub_scheduler_config(ref)
+    assert not isinstance(info.value, CheckpointUnavailable)
+    (tmp_path / "job.yaml").write_text(f"model: {{checkpoint: {ref}}}\n")
+    assert main(["validate", str(tmp_path / "job.yaml")]) == 2
+    assert ref in capsys.readouterr().err
