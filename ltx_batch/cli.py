@@ -45,7 +45,7 @@ def parse_condition(text: str) -> dict:
 
 
 def cmd_render(args) -> int:
-    from .render import render_one
+    from .render import finished_render, render_one
 
     job = _load(args)
     request = {"prompt": args.prompt}
@@ -57,6 +57,18 @@ def cmd_render(args) -> int:
     request["id"] = args.id or "render-" + hashlib.sha256(
         json.dumps(request, sort_keys=True).encode()
     ).hexdigest()[:12]
+    finished = finished_render(job, request)
+    if finished is not None:
+        meta, same = finished
+        if same:  # run's rule: same id, job and fingerprint = the same objects, rendered once
+            for kind, out in meta.get("outputs", {}).items():
+                print(f"{kind}: {job.output.rstrip('/')}/{out['path']}")
+            print(f"{request['id']} is already rendered with this model and recipe (seed {meta.get('seed')})")
+            return EXIT_OK
+        if not args.overwrite:
+            print(f"error: {request['id']} was already rendered with a different model, recipe or request; "
+                  "pass --overwrite to replace it, or another --id", file=sys.stderr)  # fmt: skip
+            return EXIT_INVALID
     result = render_one(job, request, keep_text_encoder=False)  # one row per process: free T5 before sampling
     if result.error_stage == "validate":
         print(f"invalid request: {result.error}", file=sys.stderr)
@@ -176,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", dest="num_frames", type=int)
     p.add_argument("--negative-prompt", dest="negative_prompt")
     p.add_argument("--condition", action="append", default=[], metavar="URI@FRAME[:STRENGTH]")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished row of this --id rendered with another model, recipe or request")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("run", help="render a job's manifest on Ray (a local Ray unless --address/RAY_ADDRESS)")

@@ -109,6 +109,30 @@ class Renderer:
         )  # fmt: skip
 
 
+def finished_render(job: Job, request: dict[str, Any]) -> tuple[dict[str, Any], bool] | None:
+    """``(metadata, same_fingerprint)`` when ``request``'s id already finished (status ok) under the job's
+    output, else None (also for a request that is invalid: rendering it reports why). ``ltx-batch render``
+    applies ``run``'s rule with it: the same fingerprint is done already, another one needs ``--overwrite``."""
+    from .io.outputs import metadata_key
+    from .io.storage import Storage
+
+    try:
+        row = validate_row(request, defaults=job.defaults.as_dict(), frame_rate=job.recipe.frame_rate)
+    except RowError:
+        return None
+    storage = Storage(job.output, job.storage_options)
+    key = metadata_key(row.id)
+    if not storage.exists(key):
+        return None
+    try:
+        meta = json.loads(storage.read_bytes(key))
+    except ValueError:  # torn by another tool: unfinished, as run treats it
+        return None
+    if meta.get("status") != "ok":
+        return None
+    return meta, meta.get("fingerprint") == fingerprint(job, row)
+
+
 def render_one(job: Job, request: dict[str, Any], *, keep_text_encoder: bool = True) -> RenderResult:
     """One row; models stay cached in the process for the next call (T5 too, unless ``keep_text_encoder``
     is False: then it is freed before sampling, for a process that renders one row)."""

@@ -234,6 +234,20 @@ def test_cli_render_matches_diffusers_and_writes_a_playable_mp4(condition_pipe, 
     metadata = json.loads((out / "metadata" / "cli.json").read_text())
     assert metadata["status"] == "ok" and metadata["seed"] == 11 and metadata["outputs"]["mp4"]["path"] == "videos/cli.mp4"
 
+    # run's rule for a finished id: the same request is done already; another one needs --overwrite
+    args = ["render", str(job_file), "--prompt", PROMPT, "--negative-prompt", NEGATIVE, "--id", "cli",
+            "--width", str(W), "--height", str(H), "--num-frames", "25", "--output", str(out),
+            "--set", "recipe.frame_rate=24"]  # fmt: skip
+    written = (out / "videos" / "cli.mp4").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli_main([*args, "--seed", "11"]) == 0
+    assert "already rendered" in capsys.readouterr().out
+    assert (out / "videos" / "cli.mp4").stat().st_mtime_ns == written
+    assert cli_main([*args, "--seed", "12"]) == 2
+    assert "cli" in capsys.readouterr().err and json.loads((out / "metadata" / "cli.json").read_text())["seed"] == 11
+    assert cli_main([*args, "--seed", "12", "--overwrite"]) == 0
+    assert json.loads((out / "metadata" / "cli.json").read_text())["seed"] == 12
+
 
 def test_tiled_vae_decode_matches_diffusers_enable_tiling(condition_pipe, debug_dir, tmp_path):
     tiling = dict(tile_height=64, tile_width=64, stride_height=32, stride_width=32)
