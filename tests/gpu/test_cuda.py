@@ -86,7 +86,9 @@ def test_bfloat16_transformer_stays_within_bf16_tolerance_of_float32():
 
 @cuda_only
 def test_attention_runs_on_the_flash_kernel():
-    # with no text mask (the sampler trims padding away) every SDPA call must be one the flash kernel takes
+    # with no text mask (the sampler trims padding away) every SDPA call must be one the flash kernel takes.
+    # Self-attention (most of the FLOPs) never has a mask; with CFG, a negative prompt shorter than the positive
+    # keeps one in cross-attention, which then runs on the memory-efficient kernel instead.
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     model = _small_transformer(DEVICE, torch.bfloat16)
@@ -112,7 +114,9 @@ def test_no_host_synchronisation_per_step(tmp_path, image):
         return sum("synchroniz" in str(w.message) for w in caught)
 
     syncs(2)  # warm-up: first-call allocations and lazy initialisation
-    assert syncs(5) == syncs(2)
+    two, five = syncs(2), syncs(5)
+    assert two > 0, "no synchronisation recorded at all (reading the frames back is one): the count measures nothing"
+    assert five == two
 
 
 @cuda_only
