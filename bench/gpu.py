@@ -5,6 +5,7 @@
     python bench/gpu.py --skip-e2e            # only the matmul, transformer-step and VAE rows
     python bench/gpu.py --compile             # plus a compiled transformer-step row; e2e with model.compile
     python bench/gpu.py --tiny --device cpu   # smoke run of every code path on a CPU (numbers meaningless)
+    python bench/gpu.py --model mid --device cpu --size 512x320x25 --e2e-steps 4   # mid-size render on a CPU
 
 Rows: the measured dense bf16 matmul peak; seconds per transformer step (one CFG forward of batch 2) with
 achieved TFLOP/s and the fraction of that peak (REFERENCE.md's FLOP model: linears + attention); VAE decode
@@ -49,8 +50,10 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 
+# "mid": the 2B's width with 2 of its 28 blocks, for a full render against diffusers' on a CPU in minutes
 SIZES = {"2b": dict(num_attention_heads=32, attention_head_dim=64, num_layers=28),
-         "13b": dict(num_attention_heads=32, attention_head_dim=128, num_layers=48)}  # fmt: skip
+         "13b": dict(num_attention_heads=32, attention_head_dim=128, num_layers=48),
+         "mid": dict(num_attention_heads=32, attention_head_dim=64, num_layers=2)}  # fmt: skip
 VAE_095 = dict(
     in_channels=3, out_channels=3, latent_channels=128, block_out_channels=(128, 256, 512, 1024, 2048),
     down_block_types=("LTXVideo095DownBlock3D",) * 4, decoder_block_out_channels=(256, 512, 1024),

@@ -300,7 +300,7 @@ def ensure_ray(address: str | None = None) -> None:
         return
     # More logical CPUs than cores: five one-CPU pools (all_stages: false) plus Ray Data's own tasks must fit
     # on a laptop. Each CPU actor sets its torch threads to its num_cpus, so the cores are shared, not
-    # oversubscribed; the one-pool default (num_cpus unset) takes the cores less one per actor instead.
+    # oversubscribed; the one-pool default (num_cpus unset) shares the cores among its actors instead.
     cpus = max(8, 2 * (os.cpu_count() or 1))
     # A local Ray is started from this process, so its workers inherit this environment; no runtime_env, which
     # would make every worker a fresh start instead of one of the processes Ray pre-starts. Loopback only.

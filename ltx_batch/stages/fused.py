@@ -62,11 +62,13 @@ class FusedStage(Stage):
 def whole_pipeline_threads(concurrency, cores: int | None = None) -> int:
     """torch threads for a CPU actor running rows whole when the job leaves ``num_cpus`` unset: the cores
     this process may use shared by the pool's actors (as if all ran on this node: on a multi-node CPU cluster
-    set ``num_cpus``), less one each so the MP4 encode that runs beside the model has a core. Ray's default,
-    one thread per logical CPU, would leave a many-core machine idle."""
+    set ``num_cpus``). Ray's default, one thread per logical CPU, would leave a many-core machine idle. No core
+    is held back for the MP4 encode that overlaps the next row: with real widths the model is most of a
+    video's time (the mid-size bench: 17 of 18 s), and on 2 cores one torch thread instead of two made
+    ``run`` 2.1x slower than a render loop; with the tiny demo model 1 or 2 threads measured the same."""
     cores = cores or usable_cores()
     actors = max(concurrency) if isinstance(concurrency, tuple) else (concurrency or 1)
-    return max(1, cores // actors - 1)
+    return max(1, cores // actors)
 
 
 def usable_cores(cgroup: str = "/sys/fs/cgroup") -> int:

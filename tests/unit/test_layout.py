@@ -77,11 +77,11 @@ def test_fused_parts_run_with_the_fused_pools_cpu_share(tmp_path):
         fused = fused_cls(job, eager=True)  # as on an actor: every part loads its models
         assert {part.pool for part in fused.stages} == {"base_sample"}
         assert torch.get_num_threads() == 1  # base_sample's num_cpus, not text_encode's or decode's
-        # num_cpus unset: this process's cores over the pool's actors, one each left for ffmpeg
+        # num_cpus unset: this process's cores over the pool's actors
         job = load_job({"model": {**DEBUG, "dtype": "float32", "device": "cpu"}, "output": str(tmp_path)})
         torch.set_num_threads(3)
         fused_cls(job, eager=True)
-        assert torch.get_num_threads() == whole_pipeline_threads(None) == max(1, usable_cores() - 1)
+        assert torch.get_num_threads() == whole_pipeline_threads(None) == usable_cores()
     finally:
         torch.set_num_threads(threads)
 
@@ -105,9 +105,10 @@ def test_the_one_pool_actor_renders_rows_as_the_stages_in_turn_do(tmp_path):
 
 
 def test_whole_pipeline_threads_share_the_cores_among_the_pools_actors():
-    assert whole_pipeline_threads(None, cores=16) == 15  # one actor: every core but ffmpeg's
-    assert whole_pipeline_threads(4, cores=16) == whole_pipeline_threads((1, 4), cores=16) == 3
-    assert whole_pipeline_threads(None, cores=2) == whole_pipeline_threads(8, cores=2) == 1
+    assert whole_pipeline_threads(None, cores=16) == 16  # one actor: every core
+    assert whole_pipeline_threads(4, cores=16) == whole_pipeline_threads((1, 4), cores=16) == 4
+    assert whole_pipeline_threads(None, cores=2) == 2
+    assert whole_pipeline_threads(8, cores=2) == 1
 
 
 def test_a_containers_cpu_quota_caps_the_cores(tmp_path):
