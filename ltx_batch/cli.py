@@ -65,7 +65,9 @@ def cmd_render(args) -> int:
                 print(f"{kind}: {job.output.rstrip('/')}/{out['path']}")
             print(f"{request['id']} is already rendered with this model and recipe (seed {meta.get('seed')})")
             return EXIT_OK
-        if not args.overwrite:
+        # a named --id is the user's: never replaced unasked. The default id hashes the request only, so a
+        # recipe tried again under --set renders over its own earlier try, as before.
+        if args.id and not args.overwrite:
             print(f"error: {request['id']} was already rendered with a different model, recipe or request; "
                   "pass --overwrite to replace it, or another --id", file=sys.stderr)  # fmt: skip
             return EXIT_INVALID
