@@ -247,6 +247,12 @@ def test_cli_render_matches_diffusers_and_writes_a_playable_mp4(condition_pipe, 
     assert "cli" in capsys.readouterr().err and json.loads((out / "metadata" / "cli.json").read_text())["seed"] == 11
     assert cli_main([*args, "--seed", "12", "--overwrite"]) == 0
     assert json.loads((out / "metadata" / "cli.json").read_text())["seed"] == 12
+    # without --id the id hashes the request alone: a recipe tried again renders over its own earlier try
+    auto = [a for a in args if a not in ("--id", "cli")]
+    assert cli_main([*auto, "--seed", "5"]) == 0
+    assert cli_main([*auto, "--seed", "5", "--set", "recipe.num_inference_steps=2"]) == 0
+    (auto_meta,) = (out / "metadata").glob("render-*.json")
+    assert json.loads(auto_meta.read_text())["recipe"]["num_inference_steps"] == 2
 
 
 def test_tiled_vae_decode_matches_diffusers_enable_tiling(condition_pipe, debug_dir, tmp_path):
