@@ -36,11 +36,13 @@ import datetime
 import gc
 import itertools
 import json
+import logging
 import os
 import shutil
 import statistics
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -439,6 +441,9 @@ def main() -> None:
     args.e2e_steps = args.e2e_steps or (3 if args.tiny else 30)
     device = torch.device(args.device)
     dtype = torch.bfloat16
+    # a row failing inside the Renderer logs its traceback at DEBUG (stages/base.py): show it here
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ltx_batch.stages.base").setLevel(logging.DEBUG)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" and not args.tiny else 512)
     print(f"measured bf16 matmul peak: {peak:.0f} TFLOP/s", flush=True)
@@ -458,6 +463,7 @@ def main() -> None:
             notes += section(args, device, dtype, rows) or []
         except Exception as e:  # noqa: BLE001 - reported in the table's notes, the other sections still run
             notes.append(f"{section.__name__} failed: {type(e).__name__}: {e}")
+            traceback.print_exc()  # device time is scarce: the whole story in one run
             print(notes[-1], flush=True)
         for row in rows[done:]:
             print(row_line(*row), flush=True)
