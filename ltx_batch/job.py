@@ -151,8 +151,11 @@ class PoolSpec:
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         c = self.concurrency
-        lo, hi = (c if len(c) == 2 else (0, 0)) if isinstance(c, tuple) else (1, 1) if c is None else (c, c)
-        if not 1 <= lo <= hi:
+        if isinstance(c, tuple):
+            valid = len(c) == 2 and 1 <= c[0] <= c[1]
+        else:
+            valid = c is None or c >= 1
+        if not valid:
             shown = list(c) if isinstance(c, tuple) else c
             raise ValueError(f"concurrency must be n >= 1 or [min, max] with 1 <= min <= max, got {shown}")
 

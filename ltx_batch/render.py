@@ -113,22 +113,16 @@ def finished_render(job: Job, request: dict[str, Any]) -> tuple[dict[str, Any], 
     """``(metadata, same_fingerprint)`` when ``request``'s id already finished (status ok) under the job's
     output, else None (also for a request that is invalid: rendering it reports why). ``ltx-batch render``
     applies ``run``'s rule with it: the same fingerprint is done already, another one needs ``--overwrite``."""
-    from .io.outputs import metadata_key
+    from .io.outputs import read_metadata_many
     from .io.storage import Storage
 
     try:
         row = validate_row(request, defaults=job.defaults.as_dict(), frame_rate=job.recipe.frame_rate)
     except RowError:
         return None
-    storage = Storage(job.output, job.storage_options)
-    key = metadata_key(row.id)
-    if not storage.exists(key):
-        return None
-    try:
-        meta = json.loads(storage.read_bytes(key))
-    except ValueError:  # torn by another tool: unfinished, as run treats it
-        return None
-    if meta.get("status") != "ok":
+    # run's reader: a missing or torn metadata file is an unfinished row
+    meta = read_metadata_many(Storage(job.output, job.storage_options), [row.id]).get(row.id)
+    if meta is None or meta.get("status") != "ok":
         return None
     return meta, meta.get("fingerprint") == fingerprint(job, row)
 

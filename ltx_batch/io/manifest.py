@@ -39,9 +39,9 @@ class ManifestError(SpecError):
 
 
 def parquet_from_bytes(data: bytes) -> pa.Table:
-    """Parquet bytes -> table, decoded on this thread. With torch loaded, pyarrow's thread pool sometimes aborts
-    the interpreter at exit ("terminate called without an active exception", exit 134 instead of the verb's
-    code: about 1 ``validate`` in 6 here); a manifest is small enough that one thread decodes it at once."""
+    """Parquet bytes -> table, decoded on this thread: a manifest is small, and pyarrow's pool is one more set
+    of native threads to tear down at exit (with torch loaded that teardown sometimes aborts the process;
+    ``cli.entry`` leaves without it)."""
     return pq.read_table(pa.BufferReader(data), use_threads=False)
 
 
