@@ -99,9 +99,11 @@ def print_summary(summary) -> None:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import run_job
+    from .pipeline import quiet_ray_data_console, run_job
 
     job = _load(args)
+    if not args.verbose:
+        quiet_ray_data_console()
     summary = run_job(job, address=args.address, overwrite=args.overwrite)
     print_summary(summary)
     return EXIT_FAILED_ROWS if summary.failed else EXIT_OK

@@ -280,6 +280,26 @@ class Progress:
               f"{now - self.start:.0f}s {eta}".rstrip(), file=sys.stderr, flush=True)  # fmt: skip
 
 
+class _DropNotice(logging.Filter):
+    """Ray Data warns on every run that its progress bars are off; they are off on purpose (not a terminal,
+    or ``progress=False``): our own progress line reports the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")
+
+
+def quiet_ray_data_console() -> None:
+    """The CLI without ``-v``: Ray Data's console shows warnings and errors only (its per-dataset execution
+    lines still go to the session's ray-data.log), without the progress-bar notice."""
+    import ray.data  # noqa: F401 - configures its loggers on import
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):  # the console; its file handler is not one
+            handler.setLevel(max(handler.level, logging.WARNING))
+            if not any(isinstance(f, _DropNotice) for f in handler.filters):
+                handler.addFilter(_DropNotice())
+
+
 def ensure_ray(address: str | None = None) -> None:
     """Connect to ``address`` / ``RAY_ADDRESS``, or start a local Ray sized for this machine."""
     import ray

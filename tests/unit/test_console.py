@@ -1,0 +1,38 @@
+"""The CLI's console without -v: Ray Data's execution lines and progress-bar notice stay off it, its warnings
+and its session log file stay as they are."""
+
+import logging
+
+from ltx_batch.pipeline import quiet_ray_data_console
+
+
+def test_quiet_ray_data_console_keeps_warnings_and_the_file_log():
+    import ray.data  # noqa: F401 - configures the ray.data loggers
+
+    logger = logging.getLogger("ray.data")
+    saved = [(h, h.level, list(h.filters)) for h in logger.handlers]
+    try:
+        quiet_ray_data_console()
+        quiet_ray_data_console()  # twice: one filter, not two
+        consoles = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+        files = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler)]
+        assert consoles and files
+
+        def record(level, msg):
+            return logging.LogRecord("ray.data", level, __file__, 1, msg, None, None)
+
+        for h in consoles:
+            assert h.level == logging.WARNING
+            assert not h.filter(record(logging.WARNING, "Progress bars disabled. To enable, set ..."))
+            assert h.filter(record(logging.WARNING, "Cluster resources are not enough to run any task"))
+        for (h, level, _) in saved:
+            if h in files:
+                assert h.level == level  # the session's ray-data.log still gets everything
+        # exactly one notice filter on each console handler, however often the CLI calls it
+        for h, _, filters in saved:
+            if h in consoles:
+                assert len(h.filters) == len(filters) + 1
+    finally:
+        for h, level, filters in saved:
+            h.setLevel(level)
+            h.filters[:] = filters
