@@ -83,25 +83,27 @@ def submit_job(job: Job, address: str, *, overwrite: bool = False) -> Submission
             return Submission(candidate, new=False, status=status)
         attempt += 1
         candidate = f"{base}-r{attempt}"
-    workdir = tempfile.mkdtemp(prefix="ltx-batch-submit-")
-    spec = job.to_dict(redact=False)
+    spec = job.to_dict(redact=False)  # the cluster's driver needs the storage options to reach the storage
     spec["model"]["preset"] = None  # already applied: re-applying it would undo e.g. upsampler: none
-    with open(os.path.join(workdir, "job.json"), "w") as fh:
-        json.dump(spec, fh, default=str)
     entrypoint = "ltx-batch run job.json" + (" --overwrite" if overwrite else "")
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-    deadline = time.monotonic() + AGENT_WAIT_S
-    while True:
-        try:
-            client.submit_job(entrypoint=entrypoint, submission_id=candidate,
-                              runtime_env={"working_dir": workdir, "env_vars": env},
-                              metadata={"ltx_batch_job": job.name})  # fmt: skip
-            return Submission(candidate, new=True)
-        except RuntimeError as e:
-            # a head that just started has no job agent yet: the dashboard says so, and it is transient
-            if "No available agent" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
+    # the working directory is uploaded by submit_job; the local copy (owner-only) does not outlive it
+    with tempfile.TemporaryDirectory(prefix="ltx-batch-submit-") as workdir:
+        fd = os.open(os.path.join(workdir, "job.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(spec, fh, default=str)
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                client.submit_job(entrypoint=entrypoint, submission_id=candidate,
+                                  runtime_env={"working_dir": workdir, "env_vars": env},
+                                  metadata={"ltx_batch_job": job.name})  # fmt: skip
+                return Submission(candidate, new=True)
+            except RuntimeError as e:
+                # a head that just started has no job agent yet: the dashboard says so, and it is transient
+                if "No available agent" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
 
 
 def wait(address: str, submission: Submission, *, follow: bool = True, poll: float = 2.0) -> Submission:

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,9 +63,10 @@ def _put(storage: Storage, key: str, data: bytes) -> dict[str, Any]:
 
 
 def write_outputs(storage: Storage, job: Job, row: Row, *, frames: np.ndarray, latents: torch.Tensor,
-                  fingerprint: str, model: dict, timings: dict[str, float],
+                  fingerprint: str, model: dict, timings: Callable[[], dict[str, float]],
                   pass_sizes: dict[str, list[int]]) -> dict[str, Any]:  # fmt: skip
-    """Write the row's files and then its metadata; returns the metadata."""
+    """Write the row's files and then its metadata; returns the metadata. ``timings`` is called once the
+    files are written, so the writing stage's own seconds (encode and upload included) are in it."""
     outputs: dict[str, Any] = {}
     if "mp4" in job.save:
         outputs["mp4"] = _put(storage, f"videos/{row.id}.mp4", encode_mp4(frames, row.frame_rate))
@@ -91,7 +93,7 @@ def write_outputs(storage: Storage, job: Job, row: Row, *, frames: np.ndarray, l
         "recipe": job.to_dict()["recipe"],
         "fingerprint": fingerprint,
         "sizes": {"output": [row.width, row.height, row.num_frames], **pass_sizes},
-        "seconds": timings,
+        "seconds": timings(),
         "outputs": outputs,
         "extra": row.extra,
         "job": job.name,

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from ..job import Job
-from .records import add_timing, alive
+from . import models
+from .records import add_snapshots, add_timing, alive
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class Stage:
     outputs: ClassVar[tuple[str, ...]] = ()
 
     drops: ClassVar[tuple[str, ...]] = ()  # columns blanked after this stage (blobs nobody downstream reads)
+    # the model components ``setup`` loads: their snapshots join each row's ``snapshots`` (the metadata's)
+    components: ClassVar[tuple[str, ...]] = ()
 
     # A stage whose ``process`` holds ``self.compute`` only around model work and releases it for its I/O
     # (MP4 encode, upload): its actors take two calls at once, so one row's write overlaps the next row's
@@ -113,6 +116,7 @@ class Stage:
         self._ready = False
         self.compute = threading.Lock()  # one model computation at a time per actor (GPU memory is sized for one)
         self._waited = threading.local()  # seconds this thread spent waiting for ``compute`` (kept out of timings)
+        self.snapshots: dict[str, str] = {}
         if eager:  # on an actor: load now, so every pool warms up at once instead of on its first batch
             self.ensure_setup()
 
@@ -175,6 +179,7 @@ class Stage:
                     torch.set_num_threads(threads)
             try:
                 self.setup()
+                self.snapshots = {kind: models.snapshot(self.job, kind) for kind in self.components}
             except Exception as e:
                 raise StageSetupError(f"stage {self.name} cannot start: {type(e).__name__}: {e}") from e
             self._ready = True
@@ -203,6 +208,15 @@ class Stage:
             # and in a fused actor the next row's model work starts right after this one's ends
             _resolve(self.attempts.end.remote(self.name, [r["id"] for r in records]))
 
+    def waited_seconds(self) -> float:
+        """Seconds this thread has waited for the compute lock in the current group."""
+        return getattr(self._waited, "seconds", 0.0)
+
+    def working_seconds(self, start: float, waited: float) -> float:
+        """Seconds since ``start`` (``time.perf_counter``) less the lock waits since then (``waited``: what
+        ``waited_seconds`` said at ``start``): the same measure as the results' per-stage seconds."""
+        return time.perf_counter() - start - (self.waited_seconds() - waited)
+
     def _run_group(self, group: list[dict[str, Any]]) -> None:
         start = time.perf_counter()
         self._waited.seconds = 0.0
@@ -228,6 +242,7 @@ class Stage:
         elapsed = (time.perf_counter() - start - self._waited.seconds) / max(1, len(group))
         for record in group:
             add_timing(record, self.name, elapsed)
+            add_snapshots(record, self.snapshots)
 
     def _fail(self, record: dict[str, Any], error: Exception) -> None:
         log.debug("%s failed row %s:\n%s", self.name, record.get("id"), traceback.format_exc())

@@ -9,6 +9,7 @@ this stage: they are encoded and written here. A failure while writing is report
 from __future__ import annotations
 
 import json
+import time
 
 import torch
 
@@ -19,7 +20,7 @@ from ..io.storage import Storage
 from ..sampling.decode import decode_frames
 from . import models
 from .base import Stage, StageError
-from .records import GENERATOR, LATENTS, TEXT, restore_generator, row_of, unpack_tensors
+from .records import GENERATOR, LATENTS, TEXT, add_timing, restore_generator, row_of, unpack_tensors
 from .sample import pass_size
 
 
@@ -27,6 +28,7 @@ class DecodeStage(Stage):
     name = "decode"
     inputs = ("row", LATENTS, GENERATOR)
     outputs = ("outputs",)
+    components = ("vae",)
     drops = (TEXT, LATENTS, GENERATOR)  # nothing downstream needs the blobs: results stay small
     overlap_io = True  # the VAE runs under self.compute; the MP4 encode and upload outside it
 
@@ -35,14 +37,13 @@ class DecodeStage(Stage):
         self.storage = Storage(self.job.output, self.job.storage_options)
         self.tiling = self.job.recipe.vae_tiling
         self.model = model_identity(self.job)
-        # the snapshot actually used (a hub commit for unpinned references), beside the requested identity
-        self.model["resolved"] = models.checkpoint(models.component_ref(self.job, "vae"), "vae").revision
 
     def process(self, records) -> None:
         for record in records:
             self._one(record)
 
     def _one(self, record) -> None:
+        start, waited = time.perf_counter(), self.waited_seconds()
         row = row_of(record)
         recipe = self.job.recipe
         latents = unpack_tensors(record[LATENTS])["latents"]
@@ -64,8 +65,20 @@ class DecodeStage(Stage):
             sizes["refine"] = list(pass_size(self.job, row, refine=True))
         try:
             meta = write_outputs(self.storage, self.job, row, frames=frames, latents=latents,
-                                 fingerprint=record["fingerprint"], model=self.model,
-                                 timings=json.loads(record["timings"]), pass_sizes=sizes)  # fmt: skip
+                                 fingerprint=record["fingerprint"], model=self._model(record),
+                                 timings=lambda: self._seconds_so_far(record, start, waited),
+                                 pass_sizes=sizes)  # fmt: skip
         except Exception as e:  # noqa: BLE001
             raise StageError("write", f"{type(e).__name__}: {e}") from e
         record["outputs"] = json.dumps({k: v["path"] for k, v in meta["outputs"].items()})
+
+    def _model(self, record) -> dict:
+        """The job's model identity (references as written) with the snapshots actually used, per component:
+        hub commits for unpinned references, content digests for local checkpoints."""
+        return {**self.model, "snapshots": {**json.loads(record["snapshots"]), **self.snapshots}}
+
+    def _seconds_so_far(self, record, start: float, waited: float) -> dict[str, float]:
+        """The row's per-stage seconds with this stage's so far (its files written), for the metadata."""
+        probe = {"timings": record["timings"]}
+        add_timing(probe, self.name, self.working_seconds(start, waited))
+        return json.loads(probe["timings"])

@@ -52,6 +52,12 @@ def component_ref(job: Job, kind: str) -> str:
     return m.checkpoint
 
 
+def snapshot(job: Job, kind: str) -> str:
+    """The snapshot ``kind`` was loaded from: a hub commit (what an unpinned reference resolved to), or a
+    content digest for local and copied checkpoints. The checkpoint is the one ``load`` opened (cached)."""
+    return checkpoint(component_ref(job, kind), kind).revision
+
+
 def _key(job: Job, kind: str, dtype: torch.dtype, device: torch.device) -> tuple:
     key = (kind, component_ref(job, kind), dtype, str(device))
     if kind == "transformer":

@@ -5,6 +5,7 @@ A record is a flat dict of plain values (Ray Data batches it into columns):
 - ``id`` (str), ``row`` (JSON of the validated row, pass-through columns included), ``fingerprint`` (str)
 - ``error_stage`` / ``error`` (str; empty while the row is alive; set once, then later stages pass it through)
 - ``attempts`` (int), ``timings`` (JSON {stage: seconds}), ``outputs`` (JSON {kind: path}, set by decode)
+- ``snapshots`` (JSON {component: revision}): the checkpoint snapshot each stage's models came from
 - tensor columns, each a safetensors blob (bytes): ``text`` (embeddings and masks), ``latents``;
   ``generator`` holds the pass generator's state (``torch.Generator.get_state()``), so the random stream
   continues exactly in the next actor.
@@ -55,7 +56,7 @@ def _jsonable(value: Any) -> Any:
 def _record(row_id: str, row_json: str, fingerprint: str) -> dict[str, Any]:
     return {
         "id": row_id, "row": row_json, "fingerprint": fingerprint, "error_stage": "", "error": "", "attempts": 0,
-        "timings": "{}", TEXT: b"", LATENTS: b"", GENERATOR: b"", "outputs": "{}",
+        "timings": "{}", "snapshots": "{}", TEXT: b"", LATENTS: b"", GENERATOR: b"", "outputs": "{}",
     }  # fmt: skip
 
 
@@ -82,6 +83,11 @@ def add_timing(record: dict[str, Any], stage: str, seconds: float) -> None:
     timings = json.loads(record["timings"])
     timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
     record["timings"] = json.dumps(timings)
+
+
+def add_snapshots(record: dict[str, Any], snapshots: dict[str, str]) -> None:
+    if snapshots:
+        record["snapshots"] = json.dumps({**json.loads(record["snapshots"]), **snapshots}, sort_keys=True)
 
 
 def alive(record: dict[str, Any]) -> bool:

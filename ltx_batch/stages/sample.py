@@ -47,6 +47,7 @@ def check_pipeline_conditions(pipeline: str, row: Row) -> None:
 class _SampleStage(Stage):
     refine = False
     outputs = (LATENTS, GENERATOR)
+    components = ("transformer", "vae")
 
     def setup(self) -> None:
         self.transformer = models.load(self.job, "transformer", dtype=self.dtype, device=self.device)

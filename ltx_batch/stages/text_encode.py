@@ -16,6 +16,7 @@ class TextEncodeStage(Stage):
     name = "text_encode"
     inputs = ("row",)
     outputs = (TEXT,)
+    components = ("text_encoder",)
 
     def setup(self) -> None:
         self.encoder = models.load(self.job, "text_encoder", dtype=self.dtype, device=self.device)

@@ -20,6 +20,7 @@ class LatentUpsampleStage(Stage):
     name = "latent_upsample"
     inputs = (LATENTS,)
     outputs = (LATENTS,)
+    components = ("upsampler", "vae")
 
     def setup(self) -> None:
         self.upsampler = models.load(self.job, "upsampler", dtype=self.dtype, device=self.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -43,3 +45,7 @@ def test_fused_multiscale_run_matches_render(tmp_path, fusion):
                                                                                "seed": 5}).ok  # fmt: skip
     frames_close(np.load(tmp_path / "run" / "frames" / "m.npy"), np.load(tmp_path / "render" / "frames" / "m.npy"),
                  max_tol=1e-5, mean_tol=1e-6)  # fmt: skip
+    # every component's snapshot reaches the metadata, whichever actors loaded them; the same as render's
+    snaps = [json.loads((tmp_path / d / "metadata" / "m.json").read_text())["model"]["snapshots"] for d in ("run", "render")]
+    assert set(snaps[0]) == {"text_encoder", "transformer", "vae", "upsampler"} and snaps[0] == snaps[1], snaps
+    assert snaps[0]["upsampler"] != snaps[0]["vae"]  # the upsampler's own checkpoint, not the main one

@@ -89,6 +89,9 @@ def test_run_renders_good_rows_fails_bad_ones_and_resumes(bucket, job_file, tmp_
         meta = json.loads(fs.cat(f"{BUCKET}/out/run1/metadata/{rid}.json"))
         assert meta["status"] == "ok" and meta["outputs"]["latents"]["path"] == f"latents/{rid}.safetensors"
         assert "AWS" not in json.dumps(meta) and "testing" not in json.dumps(meta)
+        # every stage's seconds, the writing stage's included (written before the metadata itself)
+        assert {"text_encode", "base_sample", "decode"} <= set(meta["seconds"]), meta["seconds"]
+        assert all(v > 0 for v in meta["seconds"].values()), meta["seconds"]
     assert not fs.exists(f"{BUCKET}/out/run1/videos/bad-size.mp4")
 
     # the same row renders the same through run (Ray actors) and render (in-process)
