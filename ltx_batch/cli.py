@@ -39,9 +39,12 @@ def parse_condition(text: str) -> dict:
         raise SpecError(f"--condition {text!r}: expected URI@FRAME[:STRENGTH]")
     frame, _, strength = spec.partition(":")
     try:
-        return {"uri": uri, "frame_index": int(frame), "strength": float(strength) if strength else 1.0}
+        value = {"uri": uri, "frame_index": int(frame), "strength": float(strength) if strength else 1.0}
     except ValueError:
         raise SpecError(f"--condition {text!r}: FRAME must be an integer and STRENGTH a number") from None
+    if not 0.0 <= value["strength"] <= 1.0:  # also NaN, which a manifest reads as "empty"
+        raise SpecError(f"--condition {text!r}: STRENGTH must be in [0, 1]")
+    return value
 
 
 def cmd_render(args) -> int:
@@ -54,6 +57,8 @@ def cmd_render(args) -> int:
         if value is not None:
             request[key] = value
     request["conditions"] = [parse_condition(c) for c in args.condition]
+    if args.id is not None and not args.id:
+        raise SpecError("--id: must not be empty (leave it out for an id derived from the request)")
     request["id"] = args.id or "render-" + hashlib.sha256(
         json.dumps(request, sort_keys=True).encode()
     ).hexdigest()[:12]
@@ -113,6 +118,8 @@ def cmd_status(args) -> int:
     from .io.results import read_results
     from .io.storage import Storage
 
+    if not args.output.strip():
+        raise SpecError("OUTPUT: must not be empty (the output folder or URL of a run)")
     run_id, rows = read_results(Storage(args.output), args.run_id)
     counts = {k: sum(r["status"] == k for r in rows) for k in ("ok", "failed", "skipped")}
     print(f"run {run_id}: {len(rows)} rows: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped")

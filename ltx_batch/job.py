@@ -15,13 +15,16 @@ from typing import Any, Literal
 
 import yaml
 
+from .io.rows import frame_rate_problem, frames_problem, side_problem
 from .models.vae import DecodeTiling
-from .spec import SpecError, merge, parse_dataclass, set_path
+from .spec import SpecError, check_keys, merge, parse_dataclass, set_path
 from .weights.presets import get_preset
 from .weights.strict import CheckpointError
 
 STAGES = ("text_encode", "base_sample", "latent_upsample", "refine", "decode")
 WEIGHT_DTYPES = ("float8_e4m3fn", "float8_e5m2")  # model.weight_dtype: storage of the transformer's Linear weights
+MAX_STEPS = 1000  # the schedulers' 1000 training timesteps: more steps than that only repeat them
+MAX_SEQUENCE_LENGTH = 4096  # prompt tokens; the released recipes use 128 or 256
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -98,15 +101,27 @@ class Recipe:
         _check_steps("recipe", self.num_inference_steps, self.timesteps)
         if self.guidance_scale < 0:
             raise SpecError(f"recipe.guidance_scale must be >= 0, got {self.guidance_scale}")
-        if self.max_sequence_length < 1:
-            raise SpecError(f"recipe.max_sequence_length must be >= 1, got {self.max_sequence_length}")
-        if self.frame_rate <= 0:
-            raise SpecError(f"recipe.frame_rate must be > 0, got {self.frame_rate}")
+        _check_unit("recipe.guidance_rescale", self.guidance_rescale)
+        _check_unit("recipe.decode_timestep", self.decode_timestep)
+        if self.decode_noise_scale is not None:
+            _check_unit("recipe.decode_noise_scale", self.decode_noise_scale)
+        if self.image_cond_noise_scale < 0:
+            raise SpecError(f"recipe.image_cond_noise_scale must be >= 0, got {self.image_cond_noise_scale}")
+        if not 1 <= self.max_sequence_length <= MAX_SEQUENCE_LENGTH:
+            raise SpecError(f"recipe.max_sequence_length must be in [1, {MAX_SEQUENCE_LENGTH}], "
+                            f"got {self.max_sequence_length}")  # fmt: skip
+        if problem := frame_rate_problem(self.frame_rate):
+            raise SpecError(f"recipe.frame_rate {problem}")
+
+
+def _check_unit(where: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise SpecError(f"{where} must be in [0, 1], got {value}")
 
 
 def _check_steps(where: str, steps: int, timesteps) -> None:
-    if steps < 1:
-        raise SpecError(f"{where}.num_inference_steps must be >= 1, got {steps}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise SpecError(f"{where}.num_inference_steps must be in [1, {MAX_STEPS}], got {steps}")
     if timesteps is not None:
         if not timesteps:
             raise SpecError(f"{where}.timesteps must not be empty")
@@ -128,8 +143,14 @@ class RowDefaults:
     seed: int | None = None  # one seed for every row without its own (prompt studies); None: from the id
 
     def __post_init__(self) -> None:
+        # SpecError: a default every row may take is the job's fault (exit 2), not each row's
+        for name in ("width", "height"):
+            if problem := side_problem(getattr(self, name)):
+                raise SpecError(f"defaults.{name} {problem}")
+        if problem := frames_problem(self.num_frames):
+            raise SpecError(f"defaults.num_frames {problem}")
         if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must satisfy 0 <= seed < 2**63, got {self.seed}")
+            raise SpecError(f"defaults.seed must satisfy 0 <= seed < 2**63, got {self.seed}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "num_frames": self.num_frames,
@@ -192,6 +213,10 @@ class Job:
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # credentials: never in logs
     pools: PoolsSpec = field(default_factory=PoolsSpec)
 
+    def __post_init__(self) -> None:
+        if not self.save:
+            raise SpecError("save: name at least one of mp4, latents, frames (otherwise nothing is kept)")
+
     @property
     def multiscale(self) -> bool:
         return self.model.upsampler is not None
@@ -233,6 +258,8 @@ def _read_spec(source: str | os.PathLike | dict) -> dict:
         text = path.read_text()
     except OSError as e:
         raise SpecError(f"job file {str(path)!r}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"job file {str(path)!r} is not UTF-8 text (byte {e.start})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as e:
@@ -264,6 +291,14 @@ def _checkpoint_path(ref: str | None) -> str | None:
     if isinstance(ref, str) and "://" not in ref and Path(ref).expanduser().exists():
         return _local_path(ref)
     return ref
+
+
+def _missing_local(ref: str) -> bool:
+    """A reference written as a local path (absolute, ./, ../, ~ or file://) that names nothing: a typo, not
+    a hub repo id (``org/name``), which would otherwise fail later as an unreachable download."""
+    if not ref.startswith(("/", "./", "../", "~", "file://")):
+        return False
+    return not Path(ref.removeprefix("file://")).expanduser().exists()
 
 
 def _lora_ref_ok(ref: str) -> bool:
@@ -308,10 +343,18 @@ def load_job(
     if output is not None:
         data = {**data, "output": output}
 
+    check_keys(Job, data, "")  # before anything reads the keys: a typo is named as one
     for key, kind in (("input", str), ("output", str), ("name", str), ("defaults", dict), ("recipe", dict),
                       ("model", dict)):  # fmt: skip
         if data.get(key) is not None and not isinstance(data[key], kind):
             raise SpecError(f"{key}: expected {'a string' if kind is str else 'a mapping'}, got {data[key]!r}")
+    for key in ("input", "output"):
+        if isinstance(data.get(key), str) and not data[key].strip():
+            raise SpecError(f"{key}: must not be empty (a path or URL)")
+    name = data.get("name")
+    if isinstance(name, str) and (not name.strip() or "/" in name or "\\" in name or name in (".", "..")):
+        raise SpecError(f"name: must be a non-empty name without '/' or '\\' (it names the default output "
+                        f"folder outputs/NAME), got {name!r}")  # fmt: skip
     model = parse_dataclass(ModelSpec, data.get("model"), "model")
     if model.weight_dtype is not None and model.weight_dtype not in WEIGHT_DTYPES:
         raise SpecError(f"model.weight_dtype: expected null or one of {list(WEIGHT_DTYPES)}, got {model.weight_dtype!r}")
@@ -341,6 +384,11 @@ def load_job(
                         "text_encoder/ + tokenizer/ (e.g. PixArt-alpha/PixArt-XL-2-1024-MS)")
     if upsampler is not None and upsampler.lower() == "none":
         upsampler = None
+    for key, ref in (("model.checkpoint", checkpoint), ("model.upsampler", upsampler),
+                     ("model.text_encoder", text_encoder), ("model.vae", model.vae)):  # fmt: skip
+        if ref is not None and _missing_local(ref):
+            raise SpecError(f"{key}: no such file or folder: {ref!r} (local paths must exist where the job is "
+                            "loaded; name a hub repo or a URL for a checkpoint only a cluster can read)")  # fmt: skip
     recipe = merge(preset_recipe, raw_recipe)
     if upsampler is None:  # single-scale: a preset's multi-scale settings do not apply
         recipe = {k: v for k, v in recipe.items() if k != "multiscale" or k in raw_recipe}
@@ -373,4 +421,7 @@ def load_job(
     }
     resolved["input"] = _local_path(resolved.get("input"))
     resolved["output"] = _local_path(resolved.get("output", "outputs/" + str(resolved.get("name", "job"))))
+    out = resolved["output"]
+    if isinstance(out, str) and "://" not in out and Path(out).is_file():
+        raise SpecError(f"output: {resolved['output']!r} is a file; name a folder (created if missing) or a URL")
     return parse_dataclass(Job, resolved, "")

@@ -72,7 +72,10 @@ def submit_job(job: Job, address: str, *, overwrite: bool = False) -> Submission
     from ray.job_submission import JobSubmissionClient
 
     check_reachable(job)
-    client = JobSubmissionClient(address)
+    try:
+        client = JobSubmissionClient(address)
+    except ValueError as e:  # a malformed address (an unreachable one raises ConnectionError: exit 1)
+        raise SpecError(f"--address {address!r}: {e} (expected the dashboard's URL, e.g. http://HEAD:8265)") from None
     base = submission_base(job)
     candidate, attempt = base, 0
     while True:

@@ -87,9 +87,33 @@ def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
     arrays, fields = [], []
     for k, values in columns.items():
         typ = MANIFEST_SCHEMA.get(k)
-        arrays.append(pa.array(values, type=typ) if typ is not None else pa.array(values))
+        try:
+            arrays.append(pa.array(values, type=typ) if typ is not None else pa.array(values))
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as e:
+            raise ManifestError(_column_problem(k, typ, rows, e)) from None
         fields.append(k)
     return pa.Table.from_arrays(arrays, names=fields)
+
+
+def _column_problem(name: str, typ: pa.DataType | None, rows: list[dict[str, Any]], error: Exception) -> str:
+    """Which row's value keeps column ``name`` from being one Parquet column (the first that fails alone, or,
+    for an inferred column, the first whose type differs from the first row's)."""
+    want = f"{typ}" if typ is not None else "one type in every row"
+    first_type = None
+    for r in rows:
+        value = r.get(name)
+        if value is None:
+            continue
+        try:
+            got = pa.array([value], type=typ).type if typ is not None else pa.array([value]).type
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            return f"column {name!r}: row {r.get('id')!r} holds {value!r}, which is no {want}"
+        if typ is None:
+            if first_type is None:
+                first_type = got
+            elif got != first_type:
+                return f"column {name!r}: row {r.get('id')!r} holds {value!r} ({got}), other rows {first_type}"
+    return f"column {name!r}: cannot be stored as {want}: {error}"
 
 
 def write_parquet(table: pa.Table, url: str, storage_options: dict | None = None) -> None:

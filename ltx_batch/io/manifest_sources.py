@@ -31,8 +31,11 @@ def prompt_id(prompt: str, seen: dict[str, int]) -> str:
 def _read_text(source: str) -> str:
     import fsspec
 
-    with fsspec.open(source, "rt", encoding="utf-8") as fh:
-        return fh.read()
+    try:
+        with fsspec.open(source, "rt", encoding="utf-8") as fh:
+            return fh.read()
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{source!r} is not UTF-8 text (byte {e.start})") from None
 
 
 def _from_txt(text: str) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ def metadata_key(row_id: str) -> str:
 
 def read_metadata_many(storage: Storage, row_ids: list[str], *, chunk: int = 2000) -> dict[str, dict[str, Any]]:
     """``{id: metadata}`` for the rows that have a readable metadata file, fetched concurrently
-    (``Storage.read_many``) a chunk at a time. A file that is not valid JSON (a torn write by another tool)
+    (``Storage.read_many``) a chunk at a time. A file that is not a JSON object (a torn write by another tool)
     is logged and left out: its row counts as unfinished."""
     out: dict[str, dict[str, Any]] = {}
     for start in range(0, len(row_ids), chunk):
@@ -51,9 +51,14 @@ def read_metadata_many(storage: Storage, row_ids: list[str], *, chunk: int = 200
             if data is None:
                 continue
             try:
-                out[i] = json.loads(data)
+                meta = json.loads(data)
             except ValueError as e:
                 log.warning("metadata of row %s is not valid JSON (%s): treated as unfinished", i, e)
+                continue
+            if isinstance(meta, dict):
+                out[i] = meta
+            else:  # JSON, but not what this tool writes
+                log.warning("metadata of row %s is not a JSON object: treated as unfinished", i)
     return out
 
 

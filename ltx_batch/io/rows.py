@@ -19,6 +19,30 @@ from .media import media_kind
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 KNOWN_COLUMNS = ("id", "prompt", "negative_prompt", "width", "height", "num_frames", "frame_rate", "seed", "conditions")
 SEED_LIMIT = 2**63
+# Upper bounds that only stop typos from exhausting memory at render time: 8192 px is twice 4K's width,
+# 2049 frames (8k+1) are ~85 s at 24 fps, and no MP4 plays at more than 1000 frames per second.
+MAX_SIDE = 8192
+MAX_FRAMES = 2049
+MAX_FRAME_RATE = 1000.0
+
+
+def side_problem(value: int) -> str | None:
+    """Why a width or height is invalid, or None."""
+    if value <= 0 or value % 32 or value > MAX_SIDE:
+        return f"must be a positive multiple of 32 up to {MAX_SIDE}, got {value}"
+    return None
+
+
+def frames_problem(value: int) -> str | None:
+    if value < 1 or (value - 1) % 8 or value > MAX_FRAMES:
+        return f"must be 8k+1 (1, 9, 17, ..., 121, 161, ... up to {MAX_FRAMES}), got {value}"
+    return None
+
+
+def frame_rate_problem(value: float) -> str | None:
+    if not 0 < value <= MAX_FRAME_RATE:
+        return f"must be > 0 and <= {MAX_FRAME_RATE:g}, got {value}"
+    return None
 
 
 class RowError(ValueError):
@@ -171,14 +195,14 @@ def validate_row(raw: dict[str, Any], *, defaults: dict[str, Any], frame_rate: f
 
     width, height = _as_int("width", pick("width")), _as_int("height", pick("height"))
     for name, v in (("width", width), ("height", height)):
-        if v <= 0 or v % 32:
-            raise RowError(name, f"must be a positive multiple of 32, got {v}")
+        if problem := side_problem(v):
+            raise RowError(name, problem)
     num_frames = _as_int("num_frames", pick("num_frames"))
-    if num_frames < 1 or (num_frames - 1) % 8:
-        raise RowError("num_frames", f"must be 8k+1 (1, 9, 17, ..., 121, 161), got {num_frames}")
+    if problem := frames_problem(num_frames):
+        raise RowError("num_frames", problem)
     rate = frame_rate if _missing(raw.get("frame_rate")) else _as_float("frame_rate", raw["frame_rate"])
-    if rate <= 0:
-        raise RowError("frame_rate", f"must be > 0, got {rate}")
+    if problem := frame_rate_problem(rate):
+        raise RowError("frame_rate", problem)
     seed = raw.get("seed")
     if _missing(seed):
         seed = defaults.get("seed")

@@ -28,7 +28,7 @@ import torch
 
 from ..job import Job
 from . import models
-from .records import add_snapshots, add_timing, alive
+from .records import add_snapshots, add_timing, alive, blank
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,8 @@ class Stage:
     def _fail(self, record: dict[str, Any], error: Exception) -> None:
         log.debug("%s failed row %s:\n%s", self.name, record.get("id"), traceback.format_exc())
         record["error_stage"] = getattr(error, "stage", None) or self.name
-        record["error"] = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
+        # ValueErrors name the bad field; a StageError already names its cause
+        plain = isinstance(error, (ValueError, StageError))
+        record["error"] = str(error) if plain else f"{type(error).__name__}: {error}"
         for column in self.outputs:
-            record[column] = b""
+            record[column] = blank(column)

@@ -25,6 +25,12 @@ from safetensors.torch import save as st_save
 from ..io.rows import ConditionSpec, Row
 
 TEXT, LATENTS, GENERATOR = "text", "latents", "generator"
+JSON_COLUMNS = ("timings", "snapshots", "outputs")  # JSON objects: "{}" when empty, never b""
+
+
+def blank(column: str) -> str | bytes:
+    """A column's empty value: what a failed stage leaves in its outputs."""
+    return "{}" if column in JSON_COLUMNS else b""
 
 
 def pack_tensors(tensors: dict[str, torch.Tensor]) -> bytes:
