@@ -40,6 +40,14 @@ def _remote(url: str | None) -> bool:
     return bool(url) and "://" in url and not url.startswith("file://")
 
 
+def check_address(address: str) -> None:
+    """The Jobs API's address: the dashboard's URL (``http://HEAD:8265``), ``HOST:PORT`` (http assumed, as Ray
+    does) or ``auto``. Anything else is a typo (exit 2), found before any connection is tried."""
+    if address == "auto" or re.fullmatch(r"(https?://[^\s/:]+(:\d+)?/?|[^\s/:]+:\d+)", address):
+        return
+    raise SpecError(f"--address {address!r}: expected the dashboard's URL, e.g. http://HEAD:8265 (or HOST:PORT)")
+
+
 def check_reachable(job: Job) -> None:
     for key in ("input", "output"):
         if not _remote(getattr(job, key)):
@@ -71,11 +79,9 @@ def _status(client, submission_id: str) -> str | None:
 def submit_job(job: Job, address: str, *, overwrite: bool = False) -> Submission:
     from ray.job_submission import JobSubmissionClient
 
+    check_address(address)
     check_reachable(job)
-    try:
-        client = JobSubmissionClient(address)
-    except ValueError as e:  # a malformed address (an unreachable one raises ConnectionError: exit 1)
-        raise SpecError(f"--address {address!r}: {e} (expected the dashboard's URL, e.g. http://HEAD:8265)") from None
+    client = JobSubmissionClient(address)
     base = submission_base(job)
     candidate, attempt = base, 0
     while True:

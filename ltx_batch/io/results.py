@@ -97,6 +97,9 @@ def read_results(storage: Storage, run_id: str | None = None) -> tuple[str, list
     if not names:
         raise FileNotFoundError(f"no results under {storage.url('results')}")
     name = f"{run_id}.parquet" if run_id else names[-1]
+    if name not in names:
+        latest = ", ".join(n.removesuffix(".parquet") for n in names[-5:])
+        raise FileNotFoundError(f"no run {run_id!r} under {storage.url('results')} (latest runs: {latest})")
     table = parquet_from_bytes(storage.read_bytes(f"results/{name}"))
     rows = table.to_pylist()
     for r in rows:

@@ -152,3 +152,11 @@ def test_submit_names_a_malformed_address(tmp_path, capsys):
     code = cli_main(["submit", job, "--address", "notaurl", "--input", "s3://b/m.parquet", "--output", "s3://b/o"])
     assert code == EXIT_INVALID
     assert "--address 'notaurl'" in _error(capsys)
+
+
+def test_status_names_an_unknown_run(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "20260101T000000Z-abc123.parquet").write_bytes(b"")
+    assert cli_main(["status", str(tmp_path), "--run-id", "nope"]) == 1
+    err = _error(capsys)
+    assert "no run 'nope'" in err and "latest runs: 20260101T000000Z-abc123" in err, err
