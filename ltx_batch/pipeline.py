@@ -77,7 +77,9 @@ def new_run_id() -> str:
 
 
 def plan(job: Job, storage: Storage, *, overwrite: bool = False):
-    """Manifest -> (records to render, results of rows that end here: skipped or invalid)."""
+    """Manifest -> (records to render, results of rows that end here: skipped or invalid, and each row's
+    pass-through columns as the manifest holds them: ``{id: {column: value}}``, for the results table, where
+    timestamps, decimals and bytes keep their types; the records carry them as JSON)."""
     if not job.input:
         raise ManifestError("input: no manifest given (set input in the job or pass --input)")
     raw_rows = read_manifest(job.input, job.storage_options)
@@ -86,6 +88,9 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
     model = model_identity(job)
     finished = set(n.removesuffix(".json") for n in storage.listdir("metadata") if n.endswith(".json"))
     rows, done = [], []
+    # by id: only string ids are unique (null or numeric ones fail validation and keep their JSON copy)
+    extras = {raw["id"]: {k: v for k, v in raw.items() if k not in KNOWN_COLUMNS}
+              for raw in raw_rows if isinstance(raw.get("id"), str)}  # fmt: skip
     for raw in raw_rows:
         try:
             row = validate_row(raw, defaults=defaults, frame_rate=job.recipe.frame_rate, base_uri=base)
@@ -115,7 +120,7 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
             f"{len(mismatched)} finished row(s) were rendered with a different model or recipe: {shown}; "
             "re-run with --overwrite to render them again"
         )
-    return todo, done
+    return todo, done, extras
 
 
 def stage_classes(job: Job, *, gpu: bool = True) -> list[type]:
@@ -335,7 +340,7 @@ def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, ru
     start = time.monotonic()
     storage = Storage(job.output, job.storage_options)
     run_id = run_id or new_run_id()
-    todo, done = plan(job, storage, overwrite=overwrite)
+    todo, done, extras = plan(job, storage, overwrite=overwrite)
     summary = RunSummary(run_id=run_id, output=job.output, total=len(todo) + len(done))
     results = list(done)
     if todo:
@@ -360,7 +365,7 @@ def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, ru
         finally:
             ray.kill(attempts)
     summary.seconds = time.monotonic() - start
-    write_results(storage, job, summary, results)
+    write_results(storage, job, summary, results, extras=extras)
     try:
         write_report(storage, summary)  # report.html: gallery, stage timings, failures
     except OSError as e:  # the results are written; a report that cannot be is not a failed run

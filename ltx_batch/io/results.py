@@ -43,8 +43,8 @@ def result_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def extra_columns(rows: list[dict[str, Any]]) -> tuple[list[str], list[pa.Array]]:
     """The pass-through columns of ``rows`` (their union, in first-seen order; missing values null), each
-    typed as Arrow infers it from the values (they crossed Ray as JSON), or as JSON text when that fails (a
-    column of empty lists only, say)."""
+    typed as Arrow infers it from the values, or as JSON text when that fails (a column of empty lists only,
+    say)."""
     names: dict[str, None] = {}
     for r in rows:
         names.update(dict.fromkeys(r["extra"]))
@@ -61,9 +61,15 @@ def extra_columns(rows: list[dict[str, Any]]) -> tuple[list[str], list[pa.Array]
     return out_names, arrays
 
 
-def write_results(storage: Storage, job, summary, records: list[dict[str, Any]]) -> None:
-    """Fill ``summary`` from ``records`` and write the results table and the run's job file."""
+def write_results(storage: Storage, job, summary, records: list[dict[str, Any]], *,
+                  extras: dict[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
+    """Fill ``summary`` from ``records`` and write the results table and the run's job file. ``extras``
+    (``{id: {column: value}}`` as read from the manifest) replaces the pass-through values the records carried
+    as JSON, so the columns keep the manifest's types."""
     rows = [result_row(r) for r in records]
+    if extras is not None:
+        for r in rows:
+            r["extra"] = extras.get(r["id"], r["extra"])
     rows.sort(key=lambda r: r["id"])
     summary.ok = sum(r["status"] == "ok" for r in rows)
     summary.failed = sum(r["status"] == "failed" for r in rows)

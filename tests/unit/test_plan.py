@@ -37,7 +37,7 @@ def test_plan_skips_finished_rows_and_fails_invalid_ones(tmp_path):
     storage = Storage(job.output)
     _finish(storage, job, ROWS[2])
     _finish(storage, job, ROWS[3], status="failed")  # not finished: rendered again
-    todo, done = plan(job, storage)
+    todo, done, _ = plan(job, storage)
     assert sorted(r["id"] for r in todo) == ["new", "retry"]
     by_id = {r["id"]: r for r in done}
     assert by_id["bad"]["error_stage"] == "validate" and "width" in by_id["bad"]["error"]
@@ -50,7 +50,7 @@ def test_a_changed_recipe_names_the_finished_rows(tmp_path):
     changed = _job(tmp_path, steps=3)
     with pytest.raises(FingerprintMismatch, match="done"):
         plan(changed, storage)
-    todo, _ = plan(changed, storage, overwrite=True)
+    todo, _, _ = plan(changed, storage, overwrite=True)
     assert sorted(r["id"] for r in todo) == ["done", "new", "retry"]
 
 
@@ -82,7 +82,7 @@ def test_pass_through_columns_reach_the_results_table(tmp_path):
     job = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "input": str(tmp_path / "m.parquet"),
                     "output": str(tmp_path / "out")})  # fmt: skip
     storage = Storage(job.output)
-    todo, done = plan(job, storage)
+    todo, done, _ = plan(job, storage)
     for record in todo:  # as the decode stage leaves a rendered row
         record["outputs"] = json.dumps({"mp4": f"videos/{record['id']}.mp4"})
     summary = RunSummary(run_id="r1", output=job.output, total=3)
@@ -97,11 +97,42 @@ def test_pass_through_columns_reach_the_results_table(tmp_path):
     assert [by_id[i]["tags"] for i in ("a", "bad", "c")] == [["a"], ["b", "c"], None]
 
 
+def test_pass_through_columns_keep_the_manifest_types(tmp_path):
+    """Timestamps, decimals and bytes cross Ray as JSON text; the results table takes them from the manifest."""
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ltx_batch.io.results import write_results
+    from ltx_batch.pipeline import RunSummary
+
+    when = datetime.datetime(2026, 11, 24, 12, 30)
+    table = pa.table({"id": ["a", "bad"], "prompt": ["x", "y"], "width": pa.array([None, 33], pa.int64()),
+                      "made": pa.array([when, when], pa.timestamp("us")),
+                      "price": pa.array([decimal.Decimal("1.25"), None], pa.decimal128(5, 2)),
+                      "blob": pa.array([b"\x00\xff", b"\x01"], pa.binary())})  # fmt: skip
+    pq.write_table(table, tmp_path / "m.parquet")
+    job = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "input": str(tmp_path / "m.parquet"),
+                    "output": str(tmp_path / "out")})  # fmt: skip
+    storage = Storage(job.output)
+    todo, done, extras = plan(job, storage)
+    summary = RunSummary(run_id="r1", output=job.output, total=2)
+    write_results(storage, job, summary, todo + done, extras=extras)
+    got = pq.read_table(tmp_path / "out" / "results" / "r1.parquet")
+    assert got.schema.field("made").type == pa.timestamp("us") and got.schema.field("blob").type == pa.binary()
+    assert pa.types.is_decimal(got.schema.field("price").type)
+    by_id = {r["id"]: r for r in got.to_pylist()}
+    assert by_id["a"]["made"] == when and by_id["a"]["blob"] == b"\x00\xff"
+    assert by_id["a"]["price"] == decimal.Decimal("1.25") and by_id["bad"]["blob"] == b"\x01"  # invalid rows too
+
+
 def test_rows_without_an_id_fail_alone_not_as_duplicates(tmp_path):
     rows = [{"id": None, "prompt": "a"}, {"id": None, "prompt": "b"}, {"id": "ok", "prompt": "c"}]
     write_parquet(manifest_table(rows), str(tmp_path / "m.parquet"))
     job = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "input": str(tmp_path / "m.parquet"),
                     "output": str(tmp_path / "out")})  # fmt: skip
-    todo, done = plan(job, Storage(job.output))
+    todo, done, _ = plan(job, Storage(job.output))
     assert [r["id"] for r in todo] == ["ok"]
     assert len(done) == 2 and all(r["error_stage"] == "validate" and "id" in r["error"] for r in done)
