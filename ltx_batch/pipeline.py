@@ -305,6 +305,18 @@ def quiet_ray_data_console() -> None:
                 handler.addFilter(_DropNotice())
 
 
+def report_unwritten(summary: RunSummary, limit: int = 50) -> None:
+    """The results table could not be written (storage down past the retries): the counts and every failed
+    row's reason still reach the log, so no failure goes unreported. Rows without metadata render again on
+    the next run."""
+    if not summary.total:
+        return
+    shown = "".join(f"\n  failed {f['id']} [{f['error_stage']}]: {f['error']}" for f in summary.failures[:limit])
+    more = f"\n  ... {len(summary.failures) - limit} more" if len(summary.failures) > limit else ""
+    log.error("run %s: results not written; %d ok, %d failed, %d skipped%s%s", summary.run_id, summary.ok,
+              summary.failed, summary.skipped, shown, more)  # fmt: skip
+
+
 def ensure_ray(address: str | None = None) -> None:
     """Connect to ``address`` / ``RAY_ADDRESS``, or start a local Ray sized for this machine."""
     import ray
@@ -344,6 +356,10 @@ def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, ru
     summary = RunSummary(run_id=run_id, output=job.output, total=len(todo) + len(done))
     results = list(done)
     if todo:
+        # the run's job file first: an output that cannot be written (no such bucket, no permission) fails
+        # here, naming its URL, instead of after every row has rendered
+        started = {"job": job.to_dict(), "summary": {"run_id": run_id, "state": "running", "total": summary.total}}
+        storage.write_bytes(f"runs/{run_id}/job.json", json.dumps(started, indent=2, default=str).encode())
         ensure_ray(address)
         from ray.data import DataContext
 
@@ -365,7 +381,11 @@ def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, ru
         finally:
             ray.kill(attempts)
     summary.seconds = time.monotonic() - start
-    write_results(storage, job, summary, results, extras=extras)
+    try:
+        write_results(storage, job, summary, results, extras=extras)
+    except Exception:
+        report_unwritten(summary)
+        raise
     try:
         write_report(storage, summary)  # report.html: gallery, stage timings, failures
     except OSError as e:  # the results are written; a report that cannot be is not a failed run

@@ -3,19 +3,97 @@
 Objects appear under their final name only when complete: object stores (S3, GCS) publish a single PUT
 atomically; on file systems we write a temporary sibling and rename it. Keys are relative POSIX paths
 checked against escapes (``..``, absolute paths), so a row id can never write outside ``output``.
+
+Transient failures (the endpoint unreachable, timeouts, throttling, 5xx) are retried for up to
+``RETRY_SECONDS`` with exponential backoff, beyond the few seconds the S3 client's own retries cover; any
+other failure (and a transient one that outlasts the retries) is a ``StorageError`` naming the URL.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
+RETRY_SECONDS = 120.0  # how long a transient outage may last before an operation gives up
+# Exception types (by name: botocore, aiohttp and gcsfs are optional) that mean "try again".
+_TRANSIENT_TYPES = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+                    "ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "ClientPayloadError",
+                    "ResponseStreamingError", "IncompleteReadError", "FSTimeoutError", "ProxyConnectionError"}  # fmt: skip
+_TRANSIENT_TEXT = ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttl",
+                   "TooManyRequests", "503", "502 ", "504 ")  # fmt: skip
+# definite answers: retrying cannot change them
+_FINAL = (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError, ValueError)
+
+
+def protocol_of(url: str) -> str:
+    protocol, _ = fsspec.core.split_protocol(url)
+    return protocol or "file"
+
+
+def options_for(url: str, job) -> dict[str, Any]:
+    """The job's ``storage_options`` for ``url`` when it is on the same kind of storage as the job's input or
+    output (an S3 endpoint means nothing to an http URL, and a key must not travel to another service)."""
+    if not job.storage_options:
+        return {}
+    same = {protocol_of(u) for u in (job.input, job.output) if u}
+    return dict(job.storage_options) if protocol_of(url) in same else {}
+
+
+class StorageError(OSError):
+    """A storage operation failed for good; the message names the URL (exit 1: infrastructure)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` (or an exception it wraps) is worth retrying."""
+    seen = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, _FINAL):
+            return False
+        if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in _TRANSIENT_TYPES:
+            return True
+        if any(t in str(e) for t in _TRANSIENT_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def retrying(what: str, url: str, fn: Callable[[], T], *, missing_ok: bool = True,
+             budget: float | None = None) -> T:  # fmt: skip
+    """``fn()``, retried with backoff (1, 2, 4, ... 16 s) while it fails transiently, for ``budget`` seconds
+    (``RETRY_SECONDS``). With ``missing_ok`` a FileNotFoundError passes through as it is (a read's "no such
+    object", which callers use); for a write it is a failure like any other (no such bucket)."""
+    deadline = time.monotonic() + (RETRY_SECONDS if budget is None else budget)
+    delay = 1.0
+    while True:
+        try:
+            return fn()
+        except FileNotFoundError as e:
+            if missing_ok:
+                raise
+            raise StorageError(f"{what} {url}: {type(e).__name__}: {e}") from e
+        except Exception as e:
+            if is_transient(e) and time.monotonic() + delay < deadline:
+                log.warning("%s %s: %s: %s; retrying in %.0f s", what, url, type(e).__name__, e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 16.0)
+                continue
+            if isinstance(e, (StorageError, TypeError, AttributeError, AssertionError)):
+                raise  # already named, or a bug in the caller rather than a storage failure
+            raise StorageError(f"{what} {url}: {type(e).__name__}: {e}") from e
 
 
 def safe_key(key: str) -> str:
@@ -44,6 +122,9 @@ class Storage:
         return f"{self.root_url}/{safe_key(key)}"
 
     def write_bytes(self, key: str, data: bytes) -> None:
+        retrying("cannot write", self.url(key), lambda: self._write(key, data), missing_ok=False)
+
+    def _write(self, key: str, data: bytes) -> None:
         target = self.path(key)
         parent = posixpath.dirname(target)
         if self.is_object_store:
@@ -65,7 +146,7 @@ class Storage:
             raise
 
     def read_bytes(self, key: str) -> bytes:
-        return self.fs.cat_file(self.path(key))
+        return retrying("cannot read", self.url(key), lambda: self.fs.cat_file(self.path(key)))
 
     def read_many(self, keys: list[str], *, workers: int = 32) -> dict[str, bytes]:
         """``{key: bytes}`` for the keys that exist, read concurrently (one request each, ``workers`` at a
@@ -74,7 +155,7 @@ class Storage:
         read must not look like an unfinished row)."""
         def read(key: str) -> bytes | None:
             try:
-                return self.fs.cat_file(self.path(key))
+                return retrying("cannot read", self.url(key), lambda: self.fs.cat_file(self.path(key)))
             except FileNotFoundError:
                 return None
 
@@ -85,13 +166,17 @@ class Storage:
         return {k: v for k, v in got.items() if v is not None}
 
     def exists(self, key: str) -> bool:
-        return self.fs.exists(self.path(key))
+        return retrying("cannot check", self.url(key), lambda: self.fs.exists(self.path(key)))
 
     def listdir(self, prefix: str) -> list[str]:
         """Names directly under ``prefix`` (empty when absent)."""
         path = self.path(prefix)
-        self.fs.invalidate_cache(path)  # fsspec caches listings per instance, and instances are shared
+
+        def ls() -> list[str]:
+            self.fs.invalidate_cache(path)  # fsspec caches listings per instance, and instances are shared
+            return self.fs.ls(path, detail=False)
+
         try:
-            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False))
+            return sorted(posixpath.basename(p.rstrip("/")) for p in retrying("cannot list", self.url(prefix), ls))
         except FileNotFoundError:
             return []

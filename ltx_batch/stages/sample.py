@@ -18,6 +18,7 @@ from collections import defaultdict
 import torch
 
 from ..io.media import load_condition
+from ..io.storage import options_for
 from ..io.rows import Row
 from ..sampling.base_pass import sample_base
 from ..sampling.common import Condition, PassRow, SamplingParams
@@ -80,10 +81,10 @@ class _SampleStage(Stage):
         for i, c in enumerate(row.conditions):
             try:
                 pixels = load_condition(c.uri, width=width, height=height, frame_index=c.frame_index,
-                                        num_frames=row.num_frames, storage_options=self.job.storage_options,
-                                        temporal=t_ratio)  # fmt: skip
+                                        num_frames=row.num_frames, temporal=t_ratio,
+                                        storage_options=options_for(c.uri, self.job))  # fmt: skip
             except Exception as e:  # noqa: BLE001 - the row fails naming the condition
-                raise ValueError(f"conditions[{i}].uri: cannot read {c.uri!r}: {e}") from None
+                raise ValueError(f"conditions[{i}].uri: cannot read {c.uri!r}: {type(e).__name__}: {e}") from None
             conditions.append(Condition(pixels, c.frame_index, c.strength))
         latents = unpack_tensors(record[LATENTS])["latents"] if self.refine else None
         return PassRow(

@@ -75,7 +75,7 @@ def test_run_renders_good_rows_fails_bad_ones_and_resumes(bucket, job_file, tmp_
     assert (results["bad-size"]["error_stage"], "width") == ("validate", results["bad-size"]["error"][:5])
     assert results["../evil"]["error_stage"] == "validate" and results["../evil"]["error"].startswith("id")
     assert results["no-media"]["error_stage"] == "base_sample"
-    assert "conditions[0].uri" in results["no-media"]["error"]
+    assert "conditions[0].uri" in results["no-media"]["error"] and "FileNotFoundError" in results["no-media"]["error"]
 
     # everything written lives under the output prefix (or is the test's own input)
     keys = [k for k in fs.find(BUCKET)]
@@ -123,3 +123,11 @@ def test_status_reports_the_latest_run(bucket, job_file, capsys):
     assert cli_main(["status", out]) == 3
     text = capsys.readouterr().out
     assert "2 ok, 3 failed" in text and "bad-size" in text
+
+
+def test_an_output_that_cannot_be_written_fails_before_rendering(bucket, job_file, capsys):
+    """No such bucket: exit 1 naming the URL, before Ray renders anything (not after every row did)."""
+    out = "s3://ltx-no-such-bucket/out"
+    assert cli_main(["run", str(job_file), "--output", out]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {out}/runs/" in err and "rows done" not in err, err

@@ -136,3 +136,29 @@ def test_rows_without_an_id_fail_alone_not_as_duplicates(tmp_path):
     todo, done, _ = plan(job, Storage(job.output))
     assert [r["id"] for r in todo] == ["ok"]
     assert len(done) == 2 and all(r["error_stage"] == "validate" and "id" in r["error"] for r in done)
+
+
+def test_failed_rows_are_reported_when_the_results_cannot_be_written(tmp_path, monkeypatch, caplog):
+    """Storage down past the retries at the end of a run: the error still lists every failed row."""
+    from ltx_batch.io import storage as storage_mod
+    from ltx_batch.io.storage import StorageError
+    from ltx_batch.pipeline import run_job
+
+    rows = [{"id": "w", "prompt": "x", "width": 33}, {"id": "f", "prompt": "y", "num_frames": 16}]
+    write_parquet(manifest_table(rows), str(tmp_path / "m.parquet"))
+    job = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "input": str(tmp_path / "m.parquet"),
+                    "output": str(tmp_path / "out")})  # fmt: skip
+    real = storage_mod.Storage._write
+
+    def down(self, key, data):
+        if key.startswith("results/"):
+            raise ConnectionRefusedError("storage is down")
+        return real(self, key, data)
+
+    monkeypatch.setattr(storage_mod.Storage, "_write", down)
+    monkeypatch.setattr(storage_mod, "RETRY_SECONDS", 0.0)
+    with pytest.raises(StorageError, match="cannot write .*results/"):
+        run_job(job, progress=False)  # both rows fail validation: no Ray needed
+    text = caplog.text
+    assert "results not written; 0 ok, 2 failed" in text
+    assert "failed w [validate]: width" in text and "failed f [validate]: num_frames" in text

@@ -104,3 +104,77 @@ def test_object_store_keys_are_checked_too():
         with pytest.raises(ValueError):
             storage.write_bytes(key, b"x")
     storage.fs.rm("/ltx-batch-test-bucket", recursive=True)
+
+
+class _Flaky:
+    """Raises ``error`` the first ``times`` calls, then calls through."""
+
+    def __init__(self, fn, error: Exception, times: int):
+        self.fn, self.error, self.times, self.calls = fn, error, times, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls <= self.times:
+            raise self.error
+        return self.fn(*args, **kwargs)
+
+
+def test_transient_storage_errors_are_retried_then_named(tmp_path, monkeypatch):
+    from botocore.exceptions import EndpointConnectionError
+
+    from ltx_batch.io import storage as storage_mod
+    from ltx_batch.io.storage import StorageError
+
+    sleeps = []
+    monkeypatch.setattr(storage_mod.time, "sleep", sleeps.append)
+    st = Storage(str(tmp_path / "out"))
+    outage = EndpointConnectionError(endpoint_url="http://127.0.0.1:1/bucket/k")
+    flaky = _Flaky(st.fs.pipe_file, outage, times=3)
+    monkeypatch.setattr(st.fs, "pipe_file", flaky)
+    st.write_bytes("videos/a.mp4", b"x")  # three failures, then the write goes through
+    assert st.read_bytes("videos/a.mp4") == b"x" and flaky.calls == 4 and sleeps == [1.0, 2.0, 4.0]
+
+    # an outage that outlasts the budget: a StorageError naming the URL and the cause
+    monkeypatch.setattr(storage_mod, "RETRY_SECONDS", 0.5)
+    monkeypatch.setattr(st.fs, "pipe_file", _Flaky(st.fs.pipe_file, outage, times=99))
+    with pytest.raises(StorageError, match=r"cannot write .*/out/videos/b.mp4: EndpointConnectionError"):
+        st.write_bytes("videos/b.mp4", b"x")
+
+    # definite answers are not retried: a denied write fails at once, naming the URL
+    denied = _Flaky(st.fs.pipe_file, PermissionError("Forbidden"), times=99)
+    monkeypatch.setattr(st.fs, "pipe_file", denied)
+    with pytest.raises(StorageError, match=r"cannot write .*/out/videos/c.mp4: PermissionError: Forbidden"):
+        st.write_bytes("videos/c.mp4", b"x")
+    assert denied.calls == 1
+    # a read of a missing object stays a FileNotFoundError (callers use it); a listing of nothing is empty
+    with pytest.raises(FileNotFoundError):
+        st.read_bytes("videos/none.mp4")
+    assert st.listdir("nothing-here") == []
+
+
+def test_transient_classification():
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from ltx_batch.io.storage import is_transient
+
+    slow = ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}, "PutObject")
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "PutObject")
+    wrapped = OSError("request failed")
+    wrapped.__cause__ = EndpointConnectionError(endpoint_url="http://x")
+    assert is_transient(slow) and is_transient(wrapped) and is_transient(ConnectionResetError())
+    assert not is_transient(denied) and not is_transient(FileNotFoundError("no such bucket"))
+    assert not is_transient(PermissionError("503 in a message does not make a denial transient"))
+
+
+def test_storage_options_only_reach_urls_on_the_jobs_storage():
+    from types import SimpleNamespace
+
+    from ltx_batch.io.storage import options_for
+
+    job = SimpleNamespace(storage_options={"client_kwargs": {"endpoint_url": "http://minio:9000"}},
+                          input="s3://b/m.parquet", output="s3://b/out")  # fmt: skip
+    assert options_for("s3://b/media/a.png", job) == job.storage_options
+    assert options_for("http://cdn.example/a.png", job) == {} and options_for("/data/a.png", job) == {}
+    local = SimpleNamespace(storage_options={"auto_mkdir": True}, input="/data/m.parquet", output="s3://b/o")
+    assert options_for("/data/a.png", local) == local.storage_options
+    assert options_for("s3://b/a.png", SimpleNamespace(storage_options={}, input=None, output="s3://b")) == {}
