@@ -54,14 +54,24 @@ def read_manifest(url: str, storage_options: dict | None = None) -> list[dict[st
     """All rows of a Parquet manifest as dicts; schema problems raise ``ManifestError``."""
     import fsspec
 
-    try:
+    from .storage import StorageError, retrying
+
+    def fetch() -> bytes:
         with fsspec.open(url, "rb", **(storage_options or {})) as fh:
-            table = parquet_from_bytes(fh.read())
+            return fh.read()
+
+    try:
+        # transient failures retried; a denied or failing read is a StorageError naming the URL (exit 1)
+        data = retrying("cannot read input", url, fetch)
     except FileNotFoundError:
         raise ManifestError(f"input: manifest {url!r} not found") from None
+    except StorageError as e:
+        if isinstance(e.__cause__, (IsADirectoryError, NotADirectoryError)):  # the job's mistake, not storage's
+            raise ManifestError(f"input: {url!r} is no file; name one Parquet file") from None
+        raise
+    try:
+        table = parquet_from_bytes(data)
     except (pa.ArrowInvalid, OSError) as e:
-        if isinstance(e, PermissionError):
-            raise
         raise ManifestError(f"input: {url!r} is not a readable Parquet file: {e}") from None
     missing = [c for c in ("id", "prompt") if c not in table.column_names]
     if missing:

@@ -160,3 +160,9 @@ def test_status_names_an_unknown_run(tmp_path, capsys):
     assert cli_main(["status", str(tmp_path), "--run-id", "nope"]) == 1
     err = _error(capsys)
     assert "no run 'nope'" in err and "latest runs: 20260101T000000Z-abc123" in err, err
+
+
+def test_input_that_is_a_folder_is_named(tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    assert cli_main(["validate", _job_file(tmp_path), "--input", str(tmp_path / "folder")]) == EXIT_INVALID
+    assert "is no file; name one Parquet file" in _error(capsys)
