@@ -238,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    # the S3 clients' debug output holds signed request headers (the access key id, signatures): -v is for
-    # our own debugging lines, not theirs
-    for name in ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "aiohttp"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    if args.verbose:
+        # the S3 clients' debug output holds signed request headers (the access key id, signatures): -v is
+        # for our own debugging lines, not theirs
+        for name in ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "aiohttp"):
+            logging.getLogger(name).setLevel(logging.INFO)
     from .stages.base import StageSetupError
     from .weights.strict import CheckpointError
 

@@ -294,11 +294,12 @@ def _checkpoint_path(ref: str | None) -> str | None:
 
 
 def _missing_local(ref: str) -> bool:
-    """A reference written as a local path (absolute, ./, ../, ~ or file://) that names nothing: a typo, not
-    a hub repo id (``org/name``), which would otherwise fail later as an unreachable download."""
-    if not ref.startswith(("/", "./", "../", "~", "file://")):
+    """A reference written as a local path (absolute, ./, ../ or ~) that names nothing: a typo, not a hub
+    repo id (``org/name``), which would otherwise fail later as an unreachable download. A ``file://`` URL is
+    taken as meant for the machines that read it (a cluster's shared mount) and checked there."""
+    if not ref.startswith(("/", "./", "../", "~")):
         return False
-    return not Path(ref.removeprefix("file://")).expanduser().exists()
+    return not Path(ref).expanduser().exists()
 
 
 def _lora_ref_ok(ref: str) -> bool:
@@ -352,7 +353,8 @@ def load_job(
         if isinstance(data.get(key), str) and not data[key].strip():
             raise SpecError(f"{key}: must not be empty (a path or URL)")
     name = data.get("name")
-    if isinstance(name, str) and (not name.strip() or "/" in name or "\\" in name or name in (".", "..")):
+    names_folder = data.get("output") is None  # the default output is outputs/NAME
+    if isinstance(name, str) and (not name.strip() or names_folder and ("/" in name or "\\" in name or name in (".", ".."))):
         raise SpecError(f"name: must be a non-empty name without '/' or '\\' (it names the default output "
                         f"folder outputs/NAME), got {name!r}")  # fmt: skip
     model = parse_dataclass(ModelSpec, data.get("model"), "model")
@@ -388,7 +390,8 @@ def load_job(
                      ("model.text_encoder", text_encoder), ("model.vae", model.vae)):  # fmt: skip
         if ref is not None and _missing_local(ref):
             raise SpecError(f"{key}: no such file or folder: {ref!r} (local paths must exist where the job is "
-                            "loaded; name a hub repo or a URL for a checkpoint only a cluster can read)")  # fmt: skip
+                            "loaded; for a checkpoint only a cluster can read, name a hub repo or a URL, "
+                            "file:// for a shared mount)")  # fmt: skip
     recipe = merge(preset_recipe, raw_recipe)
     if upsampler is None:  # single-scale: a preset's multi-scale settings do not apply
         recipe = {k: v for k, v in recipe.items() if k != "multiscale" or k in raw_recipe}

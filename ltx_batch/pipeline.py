@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from .fingerprint import fingerprint, model_identity
 from .io.manifest import ManifestError, manifest_base, read_manifest
 from .io.outputs import read_metadata_many
-from .io.results import write_results
+from .io.results import RAW_EXTRA, write_results
 from .io.rows import KNOWN_COLUMNS, RowError, validate_row
 from .io.storage import Storage
 from .job import STAGES, Job, PoolSpec
@@ -88,16 +88,17 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
     model = model_identity(job)
     finished = set(n.removesuffix(".json") for n in storage.listdir("metadata") if n.endswith(".json"))
     rows, done = [], []
-    # by id: only string ids are unique (null or numeric ones fail validation and keep their JSON copy)
-    extras = {raw["id"]: {k: v for k, v in raw.items() if k not in KNOWN_COLUMNS}
-              for raw in raw_rows if isinstance(raw.get("id"), str)}  # fmt: skip
+    extras: dict[str, dict] = {}  # valid rows' pass-through values, by id (unique once validated)
     for raw in raw_rows:
+        extra = {k: v for k, v in raw.items() if k not in KNOWN_COLUMNS}
         try:
             row = validate_row(raw, defaults=defaults, frame_rate=job.recipe.frame_rate, base_uri=base)
         except RowError as e:
-            extra = {k: v for k, v in raw.items() if k not in KNOWN_COLUMNS}
-            done.append(failed_record(raw.get("id"), "validate", str(e), extra))
+            record = failed_record(raw.get("id"), "validate", str(e), extra)
+            record[RAW_EXTRA] = extra  # never leaves the driver: its id may be null or shared with a valid row
+            done.append(record)
             continue
+        extras[row.id] = extra
         rows.append((row, fingerprint(job, row, model)))
     metadata = read_metadata_many(storage, [row.id for row, _ in rows if row.id in finished])
     todo, mismatched = [], []

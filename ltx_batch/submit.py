@@ -41,11 +41,16 @@ def _remote(url: str | None) -> bool:
 
 
 def check_address(address: str) -> None:
-    """The Jobs API's address: the dashboard's URL (``http://HEAD:8265``), ``HOST:PORT`` (http assumed, as Ray
-    does) or ``auto``. Anything else is a typo (exit 2), found before any connection is tried."""
-    if address == "auto" or re.fullmatch(r"(https?://[^\s/:]+(:\d+)?/?|[^\s/:]+:\d+)", address):
-        return
-    raise SpecError(f"--address {address!r}: expected the dashboard's URL, e.g. http://HEAD:8265 (or HOST:PORT)")
+    """What Ray's Jobs client takes: the dashboard's URL (``http(s)://...``, a proxy path or an IPv6 host
+    included), ``ray://HEAD:10001``, or a bare ``HOST[:PORT]`` (http assumed). An empty address, whitespace or
+    another scheme is a typo (exit 2), found before any connection is tried."""
+    scheme, sep, rest = address.partition("://")
+    if sep:
+        valid = scheme in ("http", "https", "ray") and bool(rest) and not re.search(r"\s", rest)
+    else:
+        valid = bool(address) and not re.search(r"[\s/]", address)
+    if not valid:
+        raise SpecError(f"--address {address!r}: expected the dashboard's URL, e.g. http://HEAD:8265")
 
 
 def check_reachable(job: Job) -> None:

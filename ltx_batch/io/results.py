@@ -19,12 +19,16 @@ from .manifest import RESULTS_SCHEMA, parquet_from_bytes
 from .storage import Storage
 
 
+# A driver-side record's pass-through values as the manifest holds them (rows that end on the driver)
+RAW_EXTRA = "_raw_extra"
+
+
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
 def result_row(record: dict[str, Any]) -> dict[str, Any]:
-    record = {k: _plain(v) for k, v in record.items()}
+    record = {k: v if k == RAW_EXTRA else _plain(v) for k, v in record.items()}
     status = record.get("status") or ("failed" if record["error_stage"] else "ok")
     row = json.loads(record["row"])
     return {
@@ -37,7 +41,7 @@ def result_row(record: dict[str, Any]) -> dict[str, Any]:
         "fingerprint": record.get("fingerprint") or None,
         "paths": json.loads(record.get("outputs") or "{}") if status != "failed" else {},
         "seconds": json.loads(record.get("timings") or "{}"),
-        "extra": row.get("extra") or {},
+        "extra": record[RAW_EXTRA] if RAW_EXTRA in record else row.get("extra") or {},
     }
 
 
@@ -54,7 +58,7 @@ def extra_columns(rows: list[dict[str, Any]]) -> tuple[list[str], list[pa.Array]
         try:
             array = pa.array(values)
             pq.write_table(pa.table({name: array.slice(0, 1)}), io.BytesIO())  # a type Parquet can hold?
-        except (pa.ArrowException, TypeError):  # e.g. a struct of no fields
+        except (pa.ArrowException, TypeError, OverflowError, ValueError):  # a struct of no fields, a uint64 >= 2**63
             array = pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
         out_names.append(f"extra.{name}" if name in RESULTS_SCHEMA.names else name)
         arrays.append(array)
@@ -68,8 +72,9 @@ def write_results(storage: Storage, job, summary, records: list[dict[str, Any]],
     as JSON, so the columns keep the manifest's types."""
     rows = [result_row(r) for r in records]
     if extras is not None:
-        for r in rows:
-            r["extra"] = extras.get(r["id"], r["extra"])
+        for r, record in zip(rows, records):
+            if RAW_EXTRA not in record:
+                r["extra"] = extras.get(r["id"], r["extra"])
     rows.sort(key=lambda r: r["id"])
     summary.ok = sum(r["status"] == "ok" for r in rows)
     summary.failed = sum(r["status"] == "failed" for r in rows)

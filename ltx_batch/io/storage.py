@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -31,24 +32,33 @@ RETRY_SECONDS = 120.0  # how long a transient outage may last before an operatio
 _TRANSIENT_TYPES = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
                     "ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "ClientPayloadError",
                     "ResponseStreamingError", "IncompleteReadError", "FSTimeoutError", "ProxyConnectionError"}  # fmt: skip
-_TRANSIENT_TEXT = ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttl",
-                   "TooManyRequests", "503", "502 ", "504 ")  # fmt: skip
+# Error codes of a service's answer (botocore's ClientError text, say); OSErrors are judged by type only, since
+# their text holds paths ("shot-503.mp4")
+_TRANSIENT_TEXT = re.compile(r"\b(SlowDown|ServiceUnavailable|InternalError|RequestTimeout|Throttl\w*|"
+                             r"TooManyRequests|50[234])\b")  # fmt: skip
 # definite answers: retrying cannot change them
 _FINAL = (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError, ValueError)
 
 
+_ALIASES = {"s3a": "s3", "gcs": "gs", "abfss": "abfs", "https": "http", "local": "file"}
+
+
 def protocol_of(url: str) -> str:
     protocol, _ = fsspec.core.split_protocol(url)
-    return protocol or "file"
+    return _ALIASES.get(protocol or "file", protocol or "file")
 
 
 def options_for(url: str, job) -> dict[str, Any]:
-    """The job's ``storage_options`` for ``url`` when it is on the same kind of storage as the job's input or
-    output (an S3 endpoint means nothing to an http URL, and a key must not travel to another service)."""
+    """The job's ``storage_options`` for a URL it reads besides its input and output (a condition): when the
+    URL is on the same kind of storage as the input or output; with both local, for any remote storage but
+    http(s). An S3 endpoint means nothing to an http server, and keys must not travel to another service."""
     if not job.storage_options:
         return {}
-    same = {protocol_of(u) for u in (job.input, job.output) if u}
-    return dict(job.storage_options) if protocol_of(url) in same else {}
+    own = {protocol_of(u) for u in (job.input, job.output) if u}
+    target = protocol_of(url)
+    if target in own or (own <= {"file"} and target not in ("file", "http")):
+        return dict(job.storage_options)
+    return {}
 
 
 class StorageError(OSError):
@@ -65,7 +75,7 @@ def is_transient(error: BaseException) -> bool:
             return False
         if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in _TRANSIENT_TYPES:
             return True
-        if any(t in str(e) for t in _TRANSIENT_TEXT):
+        if not isinstance(e, OSError) and _TRANSIENT_TEXT.search(str(e)):
             return True
         e = e.__cause__ or e.__context__
     return False

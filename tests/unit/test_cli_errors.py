@@ -51,13 +51,12 @@ def test_render_reports_a_failed_write_as_a_failed_row(tmp_path, capsys):
     ("recipe.decode_noise_scale", -0.1, "recipe.decode_noise_scale must be in [0, 1]"),
     ("recipe.image_cond_noise_scale", -1, "recipe.image_cond_noise_scale must be >= 0"),
     ("save", [], "save: name at least one"),
-    ("name", "../../x", "name: must be a non-empty name without '/'"),
     ("output", "", "output: must not be empty"),
     ("input", " ", "input: must not be empty"),
     ("model.checkpoint", "/nope/x", "model.checkpoint: no such file or folder: '/nope/x'"),
     ("model.upsampler", "./nope", "model.upsampler: no such file or folder"),
     ("model.text_encoder", "~/nope-ltx-batch", "model.text_encoder: no such file or folder"),
-    ("model.vae", "file:///nope/vae", "model.vae: no such file or folder"),
+    ("model.vae", "../nope/vae", "model.vae: no such file or folder"),
 ])  # fmt: skip
 def test_job_values_a_render_cannot_survive_are_job_errors(tmp_path, capsys, key, value, named):
     spec = json.loads(open(_job_file(tmp_path)).read())
@@ -74,6 +73,13 @@ def test_job_values_a_render_cannot_survive_are_job_errors(tmp_path, capsys, key
     spec_file.write_text(json.dumps(spec))
     assert cli_main(["validate", str(spec_file)]) == EXIT_INVALID
     assert named in _error(capsys)
+
+
+def test_a_name_that_would_leave_outputs_is_refused_only_where_it_names_the_output(tmp_path):
+    spec = {**DEMO, "name": "../../x"}
+    with pytest.raises(SpecError, match="name: must be a non-empty name without '/'"):
+        load_job(spec)  # the default output would be outputs/../../x
+    assert load_job({**spec, "output": str(tmp_path / "out")}).name == "../../x"  # only a label then
 
 
 def test_rows_are_bounded_too():
@@ -149,9 +155,15 @@ def test_manifest_verb_mixed_pass_through_types_and_bad_text(tmp_path, capsys):
 
 def test_submit_names_a_malformed_address(tmp_path, capsys):
     job = _job_file(tmp_path)
-    code = cli_main(["submit", job, "--address", "notaurl", "--input", "s3://b/m.parquet", "--output", "s3://b/o"])
-    assert code == EXIT_INVALID
-    assert "--address 'notaurl'" in _error(capsys)
+    for bad in ("ftp://head:8265", "http://", "head 8265"):
+        code = cli_main(["submit", job, "--address", bad, "--input", "s3://b/m.parquet", "--output", "s3://b/o"])
+        assert code == EXIT_INVALID
+        assert f"--address {bad!r}" in _error(capsys)
+    from ltx_batch.submit import check_address
+
+    for good in ("http://head:8265", "https://ray.example.com/dashboard/", "http://[::1]:8265", "head",
+                 "head:8265", "ray://head:10001", "auto"):  # fmt: skip
+        check_address(good)  # what Ray's Jobs client takes passes
 
 
 def test_status_names_an_unknown_run(tmp_path, capsys):

@@ -162,3 +162,31 @@ def test_failed_rows_are_reported_when_the_results_cannot_be_written(tmp_path, m
     text = caplog.text
     assert "results not written; 0 ok, 2 failed" in text
     assert "failed w [validate]: width" in text and "failed f [validate]: num_frames" in text
+
+
+def test_pass_through_columns_of_rows_without_a_usable_id(tmp_path):
+    """A null id (reported as "None") must neither take another row's labels nor degrade a typed column."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ltx_batch.io.results import write_results
+    from ltx_batch.pipeline import RunSummary
+
+    when = datetime.datetime(2026, 1, 2)
+    table = pa.table({"id": ["None", None, "ok"], "prompt": ["x", "y", "z"], "label": ["mine", "theirs", "third"],
+                      "ts": pa.array([when] * 3, pa.timestamp("us")),
+                      "big": pa.array([2**63, 1, 2], pa.uint64())})  # fmt: skip
+    pq.write_table(table, tmp_path / "m.parquet")
+    job = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "input": str(tmp_path / "m.parquet"),
+                    "output": str(tmp_path / "out")})  # fmt: skip
+    storage = Storage(job.output)
+    todo, done, extras = plan(job, storage)
+    write_results(storage, job, RunSummary(run_id="r1", output=job.output, total=3), todo + done, extras=extras)
+    got = pq.read_table(tmp_path / "out" / "results" / "r1.parquet")
+    assert got.schema.field("ts").type == pa.timestamp("us")
+    labels = sorted((r["status"], r["label"]) for r in got.to_pylist())
+    assert labels == [("failed", "theirs"), ("ok", "mine"), ("ok", "third")]
+    # a uint64 beyond int64 does not stop the results table: the column falls back to JSON text
+    assert sorted(got.column("big").to_pylist()) == sorted(["1", "2", str(2**63)])

@@ -164,6 +164,8 @@ def test_transient_classification():
     assert is_transient(slow) and is_transient(wrapped) and is_transient(ConnectionResetError())
     assert not is_transient(denied) and not is_transient(FileNotFoundError("no such bucket"))
     assert not is_transient(PermissionError("503 in a message does not make a denial transient"))
+    # an OSError's text holds paths: a read-only file system stays final whatever the file is called
+    assert not is_transient(OSError(30, "Read-only file system", "/out/videos/.shot-503.mp4.ab12.partial"))
 
 
 def test_storage_options_only_reach_urls_on_the_jobs_storage():
@@ -175,6 +177,11 @@ def test_storage_options_only_reach_urls_on_the_jobs_storage():
                           input="s3://b/m.parquet", output="s3://b/out")  # fmt: skip
     assert options_for("s3://b/media/a.png", job) == job.storage_options
     assert options_for("http://cdn.example/a.png", job) == {} and options_for("/data/a.png", job) == {}
-    local = SimpleNamespace(storage_options={"auto_mkdir": True}, input="/data/m.parquet", output="s3://b/o")
-    assert options_for("/data/a.png", local) == local.storage_options
+    mixed = SimpleNamespace(storage_options={"auto_mkdir": True}, input="/data/m.parquet", output="s3a://b/o")
+    assert options_for("/data/a.png", mixed) == mixed.storage_options  # s3a and s3 are one storage too
+    assert options_for("s3://b/a.png", mixed) == mixed.storage_options
+    # a local job's options are for the remote storage its conditions live on (MinIO, say), not for http
+    local = SimpleNamespace(storage_options=job.storage_options, input="/data/m.parquet", output="/data/out")
+    assert options_for("s3://b/a.png", local) == job.storage_options
+    assert options_for("https://cdn.example/a.png", local) == {}
     assert options_for("s3://b/a.png", SimpleNamespace(storage_options={}, input=None, output="s3://b")) == {}
