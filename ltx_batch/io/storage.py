@@ -162,17 +162,24 @@ class Storage:
         """``{key: bytes}`` for the keys that exist, read concurrently (one request each, ``workers`` at a
         time), so a re-run over thousands of finished rows is not one GET after another. Keys are read as
         exact paths (never glob patterns). A missing key is left out; any other read error raises (a denied
-        read must not look like an unfinished row)."""
+        read must not look like an unfinished row). The reads share one retry budget, and the first read that
+        fails for good cancels the rest: an outage costs ``RETRY_SECONDS`` once, not once per key."""
+        deadline = time.monotonic() + RETRY_SECONDS
+
         def read(key: str) -> bytes | None:
             try:
-                return retrying("cannot read", self.url(key), lambda: self.fs.cat_file(self.path(key)))
+                return retrying("cannot read", self.url(key), lambda: self.fs.cat_file(self.path(key)),
+                                budget=max(0.0, deadline - time.monotonic()))  # fmt: skip
             except FileNotFoundError:
                 return None
 
         if not keys:
             return {}
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys))))
+        try:
             got = dict(zip(keys, pool.map(read, keys)))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return {k: v for k, v in got.items() if v is not None}
 
     def exists(self, key: str) -> bool:

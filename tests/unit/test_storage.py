@@ -185,3 +185,25 @@ def test_storage_options_only_reach_urls_on_the_jobs_storage():
     assert options_for("s3://b/a.png", local) == job.storage_options
     assert options_for("https://cdn.example/a.png", local) == {}
     assert options_for("s3://b/a.png", SimpleNamespace(storage_options={}, input=None, output="s3://b")) == {}
+
+
+def test_read_many_gives_up_once_for_an_outage_not_once_per_key(tmp_path, monkeypatch):
+    from ltx_batch.io import storage as storage_mod
+    from ltx_batch.io.storage import StorageError
+
+    st = Storage(str(tmp_path / "out"))
+    for i in range(40):
+        st.write_bytes(f"metadata/{i}.json", b"{}")
+    calls = []
+
+    def down(path):
+        calls.append(path)
+        raise ConnectionRefusedError("storage is down")
+
+    monkeypatch.setattr(storage_mod, "RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)  # retries come back at once
+    monkeypatch.setattr(st.fs, "cat_file", down)
+    with pytest.raises(StorageError, match="cannot read .*metadata/.*: ConnectionRefusedError"):
+        st.read_many([f"metadata/{i}.json" for i in range(40)], workers=2)
+    # the shared budget ran out and the queued reads were cancelled: no 40 separate outages
+    assert len({c for c in calls}) < 40
