@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import pytest
 
@@ -35,10 +36,19 @@ def _latest_results(fs, prefix):
     return {r["id"]: r for r in parquet_from_bytes(fs.cat(name)).to_pylist()}
 
 
-def test_submit_runs_to_completion_and_is_idempotent(ray_cluster, s3fs_client, job_spec, tmp_path, capsys):
+def test_submit_runs_to_completion_and_is_idempotent(ray_cluster, s3fs_client, job_spec, tmp_path, capsys,
+                                                     monkeypatch):  # fmt: skip
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(job_spec))
-    assert cli_main(["submit", str(job_file), "--address", ray_cluster, "--wait"]) == 0
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    tempfile.tempdir = None  # read TMPDIR again
+    try:
+        assert cli_main(["submit", str(job_file), "--address", ray_cluster, "--wait"]) == 0
+    finally:
+        tempfile.tempdir = None
+    # the uploaded working directory (it holds the storage options) is not left behind on this machine
+    assert not any((tmp_path / "tmp").glob("ltx-batch-submit-*"))
     first_id = capsys.readouterr().out.splitlines()[0]
     assert first_id.startswith("ltx-batch-submit-e2e-")
     results = _latest_results(s3fs_client, "out/submitted")

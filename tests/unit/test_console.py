@@ -40,3 +40,21 @@ def test_quiet_ray_data_console_keeps_warnings_and_the_file_log():
         for h, level, filters in saved:
             h.setLevel(level)
             h.filters[:] = filters
+
+
+def test_verbose_keeps_the_s3_clients_signed_headers_out(tmp_path):
+    """-v is debug logging for our lines; botocore's debug lines carry signed request headers."""
+    from ltx_batch.cli import main as cli_main
+
+    names = ("botocore", "aiobotocore", "urllib3")
+    saved = {n: logging.getLogger(n).level for n in names}
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.NOTSET)
+        cli_main(["status", str(tmp_path)])  # no results there: exit 1, but the logging is set up
+        assert all(logging.getLogger(n).level == logging.NOTSET for n in names)  # quiet by default anyway
+        cli_main(["-v", "status", str(tmp_path)])
+        assert all(logging.getLogger(n).getEffectiveLevel() == logging.INFO for n in names)
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
