@@ -354,7 +354,8 @@ def load_job(
             raise SpecError(f"{key}: must not be empty (a path or URL)")
     name = data.get("name")
     names_folder = data.get("output") is None  # the default output is outputs/NAME
-    if isinstance(name, str) and (not name.strip() or names_folder and ("/" in name or "\\" in name or name in (".", ".."))):
+    path_like = isinstance(name, str) and ("/" in name or "\\" in name or name in (".", ".."))
+    if isinstance(name, str) and (not name.strip() or names_folder and path_like):
         raise SpecError(f"name: must be a non-empty name without '/' or '\\' (it names the default output "
                         f"folder outputs/NAME), got {name!r}")  # fmt: skip
     model = parse_dataclass(ModelSpec, data.get("model"), "model")
@@ -426,5 +427,5 @@ def load_job(
     resolved["output"] = _local_path(resolved.get("output", "outputs/" + str(resolved.get("name", "job"))))
     out = resolved["output"]
     if isinstance(out, str) and "://" not in out and Path(out).is_file():
-        raise SpecError(f"output: {resolved['output']!r} is a file; name a folder (created if missing) or a URL")
+        raise SpecError(f"output: {out!r} is a file; name a folder (created if missing) or a URL")
     return parse_dataclass(Job, resolved, "")

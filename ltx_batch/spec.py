@@ -84,14 +84,13 @@ def parse(hint: Any, value: Any, path: str) -> Any:
     raise TypeError(f"spec parser: unsupported type {hint!r} at {path}")
 
 
-def check_keys(cls, value: dict, path: str) -> dict[str, dataclasses.Field]:
-    """``cls``'s fields; a key of ``value`` that is none of them is an error naming it and the allowed ones."""
+def check_keys(cls, value: dict, path: str) -> None:
+    """A key of ``value`` that is none of ``cls``'s fields is an error naming it and the allowed ones."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted((k for k in value if k not in fields), key=str)  # YAML keys may be numbers too
     if unknown:
         where = f"{path}." if path else ""
         raise SpecError(f"unknown key {where}{unknown[0]}; allowed keys{' in ' + path if path else ''}: {sorted(fields)}")
-    return fields
 
 
 def parse_dataclass(cls, value: Any, path: str):

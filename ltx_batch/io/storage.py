@@ -38,8 +38,6 @@ _TRANSIENT_TEXT = re.compile(r"\b(SlowDown|ServiceUnavailable|InternalError|Requ
                              r"TooManyRequests|50[234])\b")  # fmt: skip
 # definite answers: retrying cannot change them
 _FINAL = (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError, ValueError)
-
-
 _ALIASES = {"s3a": "s3", "gcs": "gs", "abfss": "abfs", "https": "http", "local": "file"}
 
 
