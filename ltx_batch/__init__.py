@@ -6,6 +6,17 @@ Public API: ``load_job`` (a job spec -> ``Job``), ``render_one`` (one row in-pro
 __version__ = "0.1.0"
 
 from .job import Job, load_job  # noqa: E402
-from .render import Renderer, RenderResult, render_one  # noqa: E402
+
+_RENDER = ("Renderer", "RenderResult", "render_one")
+
+
+def __getattr__(name: str):
+    # the renderer brings torch and the models: imported on first use, so the CLI's other verbs and the
+    # ``run`` driver start without them
+    if name in _RENDER:
+        from . import render
+
+        return getattr(render, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["Job", "load_job", "Renderer", "RenderResult", "render_one", "__version__"]

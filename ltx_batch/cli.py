@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         # for our own debugging lines, not theirs
         for name in ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "aiohttp"):
             logging.getLogger(name).setLevel(logging.INFO)
-    from .stages.base import StageSetupError
-    from .weights.strict import CheckpointError
+    from .stages.errors import StageSetupError
+    from .weights.errors import CheckpointError
 
     try:
         return args.func(args)

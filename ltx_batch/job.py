@@ -16,10 +16,10 @@ from typing import Any, Literal
 import yaml
 
 from .io.rows import frame_rate_problem, frames_problem, side_problem
-from .models.vae import DecodeTiling
+from .models.tiling import DecodeTiling
 from .spec import SpecError, check_keys, merge, parse_dataclass, set_path
 from .weights.presets import get_preset
-from .weights.strict import CheckpointError
+from .weights.errors import CheckpointError
 
 STAGES = ("text_encode", "base_sample", "latent_upsample", "refine", "decode")
 WEIGHT_DTYPES = ("float8_e4m3fn", "float8_e5m2")  # model.weight_dtype: storage of the transformer's Linear weights

@@ -27,19 +27,15 @@ from dataclasses import dataclass, field
 
 from .fingerprint import fingerprint, model_identity
 from .io.manifest import ManifestError, manifest_base, read_manifest
-from .io.outputs import read_metadata_many
+from .io.metadata import read_metadata_many
 from .io.results import RAW_EXTRA, write_results
 from .io.rows import KNOWN_COLUMNS, RowError, validate_row
 from .io.storage import Storage
-from .job import STAGES, Job, PoolSpec
+from .job import Job
 from .pools import resources, uses_gpu
 from .report import write_report
-from .stages.decode import DecodeStage
-from .stages.fused import fuse
+from .stages.layout import actor_class, pool_layout, unused_pool_settings
 from .stages.records import failed_record, new_record
-from .stages.sample import BaseSampleStage, RefineStage
-from .stages.text_encode import TextEncodeStage
-from .stages.upsample import LatentUpsampleStage
 
 log = logging.getLogger(__name__)
 
@@ -124,38 +120,6 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
     return todo, done, extras
 
 
-def stage_classes(job: Job, *, gpu: bool = True) -> list[type]:
-    """The actor pools in order, with the job's fusion choices applied (``gpu``: the actors get GPUs)."""
-    fusion = job.pools.fusion
-    if fusion.all_stages or (fusion.all_stages is None and not gpu):
-        # Without GPUs there is no device memory to split the models over, and a hop between actors on the same
-        # cores only costs (serialising, scheduling, one more process importing torch): rows run whole.
-        parts = [TextEncodeStage, BaseSampleStage, LatentUpsampleStage, RefineStage, DecodeStage]
-        return [fuse(*(parts if job.multiscale else parts[:2] + parts[-1:]), pool="base_sample", whole=True)]
-    if not job.multiscale:
-        return [TextEncodeStage, BaseSampleStage, DecodeStage]
-    if fusion.base_refine and fusion.refine_decode:
-        return [TextEncodeStage, fuse(BaseSampleStage, LatentUpsampleStage, RefineStage, DecodeStage)]
-    if fusion.base_refine:
-        return [TextEncodeStage, fuse(BaseSampleStage, LatentUpsampleStage, RefineStage), DecodeStage]
-    if fusion.refine_decode:
-        return [TextEncodeStage, BaseSampleStage, LatentUpsampleStage, fuse(RefineStage, DecodeStage)]
-    return [TextEncodeStage, BaseSampleStage, LatentUpsampleStage, RefineStage, DecodeStage]
-
-
-def _pool_name(cls) -> str:
-    return cls.pool_of() if hasattr(cls, "pool_of") else cls.name
-
-
-def unused_pool_settings(job: Job, classes: list[type]) -> list[str]:
-    """With every stage in one pool: the job's other ``pools`` settings, which that layout ignores."""
-    if not any(getattr(cls, "whole", False) for cls in classes):
-        return []
-    unused = [f"pools.{stage}" for stage in STAGES
-              if stage != "base_sample" and getattr(job.pools, stage) != PoolSpec()]  # fmt: skip
-    return unused + [f"pools.fusion.{f}" for f in ("base_refine", "refine_decode") if getattr(job.pools.fusion, f)]
-
-
 # A block is what one task of a stage takes and hands on, so rows stream through the stages one block (row)
 # each. Putting a block per row costs the driver ~1-2 ms each before anything renders (half a minute for 20,000
 # rows on two cores); a bigger manifest goes in as chunks that a streaming repartition (one more task pool)
@@ -180,20 +144,20 @@ def build_dataset(job: Job, records: list[dict], attempts):
     from ray.data import ActorPoolStrategy
 
     cluster = ray.cluster_resources()
-    classes = stage_classes(job, gpu=uses_gpu(job, cluster))
-    log.info("actor pools: %s", " -> ".join(f"{_pool_name(c)} [{getattr(c, '__name__', c)}]" for c in classes))
-    unused = unused_pool_settings(job, classes)
+    pools = pool_layout(job, gpu=uses_gpu(job, cluster))
+    log.info("actor pools: %s", " -> ".join(f"{p.name} [{p.label}]" for p in pools))
+    unused = unused_pool_settings(job, pools)
     if unused:  # only with every stage in one pool: other fused layouts are chosen with their pools in view
         auto = "" if job.pools.fusion.all_stages else ", on by default without GPUs"
         log.warning("%s not used: every stage runs in pools.base_sample's actors (pools.fusion.all_stages%s); set "
                     "pools.fusion.all_stages: false for one pool per stage", ", ".join(unused), auto)
     ds = input_rows(records)
-    for cls in classes:
-        res = resources(job, _pool_name(cls), cluster)
+    for pool in pools:
+        res = resources(job, pool.name, cluster)
         # two calls per actor where a stage's I/O can overlap its model work (Stage.overlap_io)
-        calls = 2 if cls.concurrent_io() else 1
+        calls = 2 if pool.concurrent_io else 1
         ds = ds.map_batches(
-            cls,
+            actor_class(pool),
             fn_constructor_kwargs={"job": job, "attempts": attempts, "eager": True},
             compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors,
                                       max_concurrent_calls_per_actor=calls,

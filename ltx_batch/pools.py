@@ -2,7 +2,7 @@
 
 Unset values are derived from the cluster: on a CPU-only cluster each pool is one actor with one CPU
 (the local Ray is started with more logical CPUs than cores, so five pools and the read tasks fit on a
-laptop; by default the stages run fused in one pool there, ``pipeline.stage_classes``); with GPUs the
+laptop; by default the stages run fused in one pool there, ``stages.layout.pool_layout``); with GPUs the
 denoising stages take whole GPUs and scale to the GPU count, the light stages (T5, upsampler, VAE) take
 fractions.
 """

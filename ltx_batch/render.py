@@ -113,7 +113,7 @@ def finished_render(job: Job, request: dict[str, Any]) -> tuple[dict[str, Any], 
     """``(metadata, same_fingerprint)`` when ``request``'s id already finished (status ok) under the job's
     output, else None (also for a request that is invalid: rendering it reports why). ``ltx-batch render``
     applies ``run``'s rule with it: the same fingerprint is done already, another one needs ``--overwrite``."""
-    from .io.outputs import read_metadata_many
+    from .io.metadata import read_metadata_many
     from .io.storage import Storage
 
     try:

@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .io.outputs import read_metadata_many
+from .io.metadata import read_metadata_many
 from .io.results import read_results
 from .io.storage import Storage
 

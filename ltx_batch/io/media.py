@@ -15,17 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-VIDEO_EXTENSIONS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"}
-
-
-def media_kind(uri: str) -> str:
-    ext = os.path.splitext(uri.split("?", 1)[0])[1].lower()
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in VIDEO_EXTENSIONS:
-        return "video"
-    raise ValueError(f"unknown media type {ext or '(none)'!r}; images: {sorted(IMAGE_EXTENSIONS)}, videos: {sorted(VIDEO_EXTENSIONS)}")
+from .rows import media_kind
 
 
 def read_uri(uri: str, storage_options: dict | None = None) -> bytes:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,39 +26,10 @@ from safetensors.torch import save as st_save
 
 from .. import __version__
 from ..job import Job
+from .metadata import metadata_key
 from .rows import Row
 from .storage import Storage
 from .video import encode_mp4
-
-log = logging.getLogger(__name__)
-
-
-def metadata_key(row_id: str) -> str:
-    return f"metadata/{row_id}.json"
-
-
-def read_metadata_many(storage: Storage, row_ids: list[str], *, chunk: int = 2000) -> dict[str, dict[str, Any]]:
-    """``{id: metadata}`` for the rows that have a readable metadata file, fetched concurrently
-    (``Storage.read_many``) a chunk at a time. A file that is not a JSON object (a torn write by another tool)
-    is logged and left out: its row counts as unfinished."""
-    out: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(row_ids), chunk):
-        ids = row_ids[start : start + chunk]
-        got = storage.read_many([metadata_key(i) for i in ids])
-        for i in ids:
-            data = got.get(metadata_key(i))
-            if data is None:
-                continue
-            try:
-                meta = json.loads(data)
-            except ValueError as e:
-                log.warning("metadata of row %s is not valid JSON (%s): treated as unfinished", i, e)
-                continue
-            if isinstance(meta, dict):
-                out[i] = meta
-            else:  # JSON, but not what this tool writes
-                log.warning("metadata of row %s is not a JSON object: treated as unfinished", i)
-    return out
 
 
 def _put(storage: Storage, key: str, data: bytes) -> dict[str, Any]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
-
-from .media import media_kind
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 KNOWN_COLUMNS = ("id", "prompt", "negative_prompt", "width", "height", "num_frames", "frame_rate", "seed", "conditions")
@@ -24,6 +23,19 @@ SEED_LIMIT = 2**63
 MAX_SIDE = 8192
 MAX_FRAMES = 2049
 MAX_FRAME_RATE = 1000.0
+
+# condition media are told apart by extension (io.media reads them)
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"}
+
+
+def media_kind(uri: str) -> str:
+    ext = os.path.splitext(uri.split("?", 1)[0])[1].lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    raise ValueError(f"unknown media type {ext or '(none)'!r}; images: {sorted(IMAGE_EXTENSIONS)}, videos: {sorted(VIDEO_EXTENSIONS)}")
 
 
 def side_problem(value: int) -> str | None:

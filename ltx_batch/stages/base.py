@@ -28,6 +28,7 @@ import torch
 
 from ..job import Job
 from . import models
+from .errors import StageSetupError
 from .records import add_snapshots, add_timing, alive, blank
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,6 @@ class StageError(RuntimeError):
     def __init__(self, stage: str, message: str):
         super().__init__(message)
         self.stage = stage
-
-
-class StageSetupError(RuntimeError):
-    """A stage could not load its models: an infrastructure failure (exit 1), not a row's fault."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,12 +99,8 @@ class Stage:
     # A stage whose ``process`` holds ``self.compute`` only around model work and releases it for its I/O
     # (MP4 encode, upload): its actors take two calls at once, so one row's write overlaps the next row's
     # decode and the accelerator does not wait on ffmpeg or S3. Other stages run ``process`` under the lock.
+    # (The driver reads this from ``layout.OVERLAP_IO``, by name, without importing the stages.)
     overlap_io: ClassVar[bool] = False
-
-    @classmethod
-    def concurrent_io(cls) -> bool:
-        """Whether this stage's actors should take two calls at once (see ``overlap_io``)."""
-        return cls.overlap_io
 
     def __init__(self, job: Job, attempts=None, eager: bool = False):
         self.job = job

@@ -20,7 +20,8 @@ from ..io.storage import Storage
 from ..sampling.decode import decode_frames
 from . import models
 from .base import Stage, StageError
-from .records import GENERATOR, LATENTS, TEXT, add_timing, restore_generator, row_of, unpack_tensors
+from .records import GENERATOR, LATENTS, TEXT, add_timing, row_of
+from .tensors import restore_generator, unpack_tensors
 from .sample import pass_size
 
 

@@ -26,10 +26,6 @@ class FusedStage(Stage):
     def pool_of(cls) -> str:
         return cls.pool_name or cls.parts[0].name
 
-    @classmethod
-    def concurrent_io(cls) -> bool:
-        return any(part.overlap_io for part in cls.parts)
-
     def __init__(self, job, attempts=None, eager: bool = False):
         # each part counts its own tries (under its own name) inside its model work
         self.stages = [part(job, attempts) for part in self.parts]

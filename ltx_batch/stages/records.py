@@ -1,4 +1,4 @@
-"""The record a row travels as between stages, and tensor columns as bytes.
+"""The record a row travels as between stages (its tensor columns are packed by ``stages.tensors``).
 
 A record is a flat dict of plain values (Ray Data batches it into columns):
 
@@ -18,10 +18,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
-
 from ..io.rows import ConditionSpec, Row
 
 TEXT, LATENTS, GENERATOR = "text", "latents", "generator"
@@ -31,24 +27,6 @@ JSON_COLUMNS = ("timings", "snapshots", "outputs")  # JSON objects: "{}" when em
 def blank(column: str) -> str | bytes:
     """A column's empty value: what a failed stage leaves in its outputs."""
     return "{}" if column in JSON_COLUMNS else b""
-
-
-def pack_tensors(tensors: dict[str, torch.Tensor]) -> bytes:
-    return st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
-
-
-def unpack_tensors(blob: bytes) -> dict[str, torch.Tensor]:
-    return st_load(bytes(blob))
-
-
-def generator_state(generator: torch.Generator) -> bytes:
-    return generator.get_state().numpy().tobytes()
-
-
-def restore_generator(state: bytes) -> torch.Generator:
-    generator = torch.Generator()
-    generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
-    return generator
 
 
 def _jsonable(value: Any) -> Any:

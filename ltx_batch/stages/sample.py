@@ -26,7 +26,8 @@ from ..sampling.condition_pass import sample_condition
 from ..sampling.multiscale import base_size
 from . import models
 from .base import Stage
-from .records import GENERATOR, LATENTS, TEXT, generator_state, pack_tensors, row_of, unpack_tensors
+from .records import GENERATOR, LATENTS, TEXT, row_of
+from .tensors import generator_state, pack_tensors, unpack_tensors
 
 
 def pass_size(job, row: Row, refine: bool) -> tuple[int, int]:

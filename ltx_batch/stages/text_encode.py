@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from . import models
 from .base import Stage
-from .records import TEXT, pack_tensors, row_of
+from .records import TEXT, row_of
+from .tensors import pack_tensors
 
 
 class TextEncodeStage(Stage):

@@ -13,7 +13,8 @@ import torch
 from ..sampling.multiscale import upsample_latents
 from . import models
 from .base import Stage
-from .records import LATENTS, pack_tensors, unpack_tensors
+from .records import LATENTS
+from .tensors import pack_tensors, unpack_tensors
 
 
 class LatentUpsampleStage(Stage):

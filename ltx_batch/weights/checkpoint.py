@@ -20,7 +20,7 @@ from .diffusers_layout import load_component, read_config
 from .gguf import GGUFCheckpoint
 from .resolve import ResolvedCheckpoint, resolve
 from .single_file import SingleFileCheckpoint
-from .strict import CheckpointError
+from .errors import CheckpointError
 
 
 @dataclass(frozen=True)

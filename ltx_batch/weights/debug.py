@@ -19,7 +19,6 @@ import torch
 from safetensors.torch import save_file
 
 DEBUG_SEED = 20250101
-DEBUG_VERSION = 1  # bump when the configs below change, so caches are not reused
 
 TEXT_DIM = 32
 LATENT_CHANNELS = 16
@@ -148,7 +147,7 @@ def make_debug_checkpoint(name: str, dest: Path) -> Path:
 
 
 def ensure_debug_checkpoint(name: str) -> Path:
-    from .resolve import cache_root, node_lock
+    from .resolve import DEBUG_VERSION, cache_root, node_lock
 
     dest = cache_root() / "debug" / f"{name}-v{DEBUG_VERSION}"
     if dest.is_dir():

@@ -24,7 +24,8 @@ from torch import nn
 
 from ..models.config import ConfigError
 from ..models.quant import float8_state_, use_float8
-from .strict import CheckpointError, build_on_meta, load_strict
+from .errors import CheckpointError
+from .strict import build_on_meta, load_strict
 
 M = TypeVar("M", bound=nn.Module)
 

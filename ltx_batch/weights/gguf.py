@@ -31,7 +31,8 @@ from ..models.quant import GGML_BLOCKS, GGUFLinear, float8_state_, replace_linea
 from ..sampling.schedules import SchedulerConfig
 from .keymaps_ltx import TRANSFORMER_PREFIX, transformer_file_key
 from .resolve import ResolvedCheckpoint
-from .strict import CheckpointError, _names, build_on_meta, load_strict
+from .errors import CheckpointError, _names
+from .strict import build_on_meta, load_strict
 
 HEADS = 32  # attention heads of every LTX-Video release (GGUF files carry no config)
 _ORIG_SHAPE = "comfy.gguf.orig_shape."  # ComfyUI-GGUF's field for tensors it reshaped

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..models.quant import is_stored, linear_names
 from .keymaps_ltx import transformer_file_key
 from .resolve import resolve
-from .strict import CheckpointError, _names
+from .errors import CheckpointError, _names
 
 # suffix -> (role, PEFT naming)
 _SUFFIXES = {".lora_A.weight": "down", ".lora_B.weight": "up", ".lora_down.weight": "down",

@@ -21,9 +21,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .strict import CheckpointError
+from .errors import CheckpointError
 
 DEBUG_NAMES = ("ltxv-debug", "ltxv-debug-upsampler")
+# the debug maker's version (``weights.debug``): bump when its configs change, so caches are not reused; kept
+# here so a fingerprint of a debug job does not import the maker (and torch)
+DEBUG_VERSION = 1
 # org/name, or org/name/path/file.safetensors|.gguf for one file of a repo (single-file releases, GGUF
 # quantisations, LoRA files), [@revision]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w./-]+\.(safetensors|gguf))?(@[\w./-]+)?$")
@@ -165,8 +168,6 @@ def revision_of(ref: str) -> str:
     otherwise mark every finished row as changed.
     """
     if ref in DEBUG_NAMES:
-        from .debug import DEBUG_VERSION
-
         return f"{ref}-v{DEBUG_VERSION}"
     local = Path(ref.removeprefix("file://")).expanduser()
     if ("://" not in ref or ref.startswith("file://")) and local.exists():
@@ -200,7 +201,7 @@ def hub_error(what: str, e: Exception) -> Exception:
     not be asked (offline and not cached, no connection, a server error) or a token is missing (gated)."""
     from huggingface_hub import errors
 
-    from .strict import CheckpointError
+    from .errors import CheckpointError
 
     if isinstance(e, (errors.LocalEntryNotFoundError, errors.GatedRepoError)):  # subclasses of the "not found"s
         return CheckpointUnavailable(f"{what}: {e}")

@@ -29,7 +29,8 @@ from ..models.quant import float8_keys, to_float8, use_float8
 from ..sampling.schedules import SchedulerConfig
 from .keymaps_ltx import TRANSFORMER_PREFIX, VAE_PREFIX, VAE_UNUSED, transformer_file_key, vae_layout
 from .resolve import ResolvedCheckpoint
-from .strict import CheckpointError, _names, build_on_meta, load_strict
+from .errors import CheckpointError, _names
+from .strict import build_on_meta, load_strict
 
 _FP8 = {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
         if hasattr(torch, n)}  # fmt: skip

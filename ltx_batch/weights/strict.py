@@ -12,17 +12,9 @@ from typing import Callable, Mapping, TypeVar
 import torch
 from torch import nn
 
+from .errors import CheckpointError, _names
+
 M = TypeVar("M", bound=nn.Module)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not match the model it should load into; the message names the keys."""
-
-
-def _names(keys, limit: int = 8) -> str:
-    keys = sorted(keys)
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def build_on_meta(factory: Callable[[], M]) -> M:

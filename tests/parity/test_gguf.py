@@ -22,7 +22,8 @@ from ltx_batch.stages import models
 from ltx_batch.weights.checkpoint import open_checkpoint
 from ltx_batch.weights.gguf import GGUFCheckpoint
 from ltx_batch.weights.keymaps_ltx import TRANSFORMER_PREFIX, transformer_file_key
-from ltx_batch.weights.strict import CheckpointError, build_on_meta
+from ltx_batch.weights.errors import CheckpointError
+from ltx_batch.weights.strict import build_on_meta
 
 from .single_file_data import lt_transformer
 

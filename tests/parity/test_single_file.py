@@ -26,7 +26,7 @@ from ltx_batch.weights.single_file import (
     upsampler_config_dict,
     vae_config_dict,
 )
-from ltx_batch.weights.strict import CheckpointError
+from ltx_batch.weights.errors import CheckpointError
 
 from .single_file_data import (
     LT_SCHEDULER_LEGACY,

@@ -11,7 +11,7 @@ import pytest
 from ltx_batch import load_job
 from ltx_batch.cli import EXIT_FAILED_ROWS, EXIT_INVALID
 from ltx_batch.cli import main as cli_main
-from ltx_batch.io.outputs import metadata_key, read_metadata_many
+from ltx_batch.io.metadata import metadata_key, read_metadata_many
 from ltx_batch.io.rows import RowError, validate_row
 from ltx_batch.io.storage import Storage
 from ltx_batch.spec import SpecError

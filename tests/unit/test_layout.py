@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ltx_batch import load_job
-from ltx_batch.pipeline import _pool_name, stage_classes, unused_pool_settings
+from ltx_batch.stages.layout import (
+    OVERLAP_IO,
+    STAGE_CLASSES,
+    Pool,
+    actor_class,
+    build_stage_class,
+    pool_layout,
+    stage_class,
+    unused_pool_settings,
+)
 from ltx_batch.pools import resources, uses_gpu
 from ltx_batch.stages.fused import cgroup_cpu_limit, usable_cores, whole_pipeline_threads
 from ltx_batch.stages.records import alive
@@ -27,8 +39,8 @@ MULTISCALE = {"preset": "ltxv-debug", "upsampler": "ltxv-debug-upsampler"}
 
 
 def _layout(job, gpu):
-    classes = stage_classes(job, gpu=gpu)
-    return [[p.name for p in getattr(c, "parts", (c,))] for c in classes], [_pool_name(c) for c in classes]
+    pools = pool_layout(job, gpu=gpu)
+    return [list(p.parts) for p in pools], [p.name for p in pools]
 
 
 def test_without_gpus_every_stage_runs_in_one_pool_sized_by_base_sample(tmp_path):
@@ -62,15 +74,56 @@ def test_a_job_asking_for_gpus_keeps_the_gpu_layout_before_any_gpu_is_up():
 def test_settings_the_one_pool_layout_ignores_are_named():
     job = load_job({"model": MULTISCALE, "pools": {"decode": {"num_cpus": 2}, "base_sample": {"num_cpus": 3},
                                                   "fusion": {"base_refine": True}}})  # fmt: skip
-    assert unused_pool_settings(job, stage_classes(job, gpu=False)) == ["pools.decode", "pools.fusion.base_refine"]
-    assert unused_pool_settings(job, stage_classes(job, gpu=True)) == []
+    assert unused_pool_settings(job, pool_layout(job, gpu=False)) == ["pools.decode", "pools.fusion.base_refine"]
+    assert unused_pool_settings(job, pool_layout(job, gpu=True)) == []
+
+
+def test_the_driver_names_the_stage_classes_as_they_name_themselves():
+    from ltx_batch.stages.fused import fuse
+
+    for name in STAGE_CLASSES:
+        assert stage_class(name).name == name
+    assert OVERLAP_IO == {name for name in STAGE_CLASSES if stage_class(name).overlap_io}
+    whole = Pool(tuple(STAGE_CLASSES), pool="base_sample", whole=True)
+    assert whole.label == fuse(*map(stage_class, whole.parts)).__name__ == actor_class(whole).__name__
+    assert whole.concurrent_io and not Pool(("refine",)).concurrent_io and Pool(("refine", "decode")).concurrent_io
+    assert build_stage_class(Pool(("refine",))) is stage_class("refine")
+
+
+def test_the_run_driver_plans_and_ships_the_pools_without_importing_torch(tmp_path):
+    # torch costs ~1.3 s before Ray can even start on two cores (and every CLI verb paid it); the driver only
+    # needs names: the stage classes are imported in the actors
+    script = f"""
+import sys
+import cloudpickle
+from ltx_batch import load_job
+from ltx_batch.cli import build_parser
+from ltx_batch.io.storage import Storage
+from ltx_batch.pipeline import plan
+from ltx_batch.report import write_report
+from ltx_batch.stages.layout import actor_class, pool_layout
+from ltx_batch.submit import submit_job
+
+job = load_job("jobs/demo.yaml", output={str(tmp_path / "out")!r})
+todo, done, _ = plan(job, Storage(job.output))
+assert len(todo) == 3 and not done
+for gpu in (False, True):
+    for pool in pool_layout(job, gpu=gpu):
+        cloudpickle.dumps(actor_class(pool))
+loaded = [m for m in ("torch", "transformers", "safetensors.torch") if m in sys.modules]
+assert not loaded, loaded
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_fused_parts_run_with_the_fused_pools_cpu_share(tmp_path):
     job = load_job({"model": {**DEBUG, "dtype": "float32", "device": "cpu"}, "output": str(tmp_path),
                     "pools": {"text_encode": {"num_cpus": 2}, "base_sample": {"num_cpus": 1},
                               "decode": {"num_cpus": 2}}})  # fmt: skip
-    (fused_cls,) = stage_classes(job, gpu=False)
+    (pool,) = pool_layout(job, gpu=False)
+    fused_cls = build_stage_class(pool)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
@@ -88,11 +141,12 @@ def test_fused_parts_run_with_the_fused_pools_cpu_share(tmp_path):
 
 def test_the_one_pool_actor_renders_rows_as_the_stages_in_turn_do(tmp_path):
     job = _job(tmp_path / "fused")
-    (fused_cls,) = stage_classes(job, gpu=False)
+    (pool,) = pool_layout(job, gpu=False)
     rows = [{"id": "a", "prompt": "a red kite", "seed": 3}, {"id": "b", "prompt": "rain on a tin roof", "seed": 4}]
     threads = torch.get_num_threads()
     try:
-        done = fused_cls(job, eager=True)(_records(job, rows))
+        # as Ray Data does: the driver's actor class, made from names, builds the fused stage on the actor
+        done = actor_class(pool)(job, eager=True)(_records(job, rows))
     finally:
         torch.set_num_threads(threads)
     assert [(r["id"], r["error"]) for r in done] == [("a", ""), ("b", "")]

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from ltx_batch.weights.checkpoint import open_checkpoint
 from ltx_batch.weights.debug import make_debug_checkpoint
 from ltx_batch.weights.resolve import resolve
-from ltx_batch.weights.strict import CheckpointError
+from ltx_batch.weights.errors import CheckpointError
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 

@@ -9,7 +9,7 @@ import pytest
 from ltx_batch import load_job
 from ltx_batch.fingerprint import fingerprint
 from ltx_batch.io.manifest import manifest_table, write_parquet
-from ltx_batch.io.outputs import metadata_key, read_metadata_many
+from ltx_batch.io.metadata import metadata_key, read_metadata_many
 from ltx_batch.io.rows import validate_row
 from ltx_batch.io.storage import Storage
 from ltx_batch.pipeline import FingerprintMismatch, plan

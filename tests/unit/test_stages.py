@@ -12,7 +12,8 @@ from ltx_batch.fingerprint import fingerprint
 from ltx_batch.io.rows import validate_row
 from ltx_batch.io.video import encode_mp4
 from ltx_batch.render import stages_for
-from ltx_batch.stages.records import alive, generator_state, new_record, restore_generator
+from ltx_batch.stages.records import alive, new_record
+from ltx_batch.stages.tensors import generator_state, restore_generator
 
 from ..conftest import frames_close
 
@@ -168,7 +169,6 @@ def test_fused_parts_share_one_compute_lock(tmp_path):
     from ltx_batch.stages.sample import RefineStage
 
     fused_cls = fuse(RefineStage, DecodeStage)
-    assert fused_cls.concurrent_io() and not RefineStage.concurrent_io()
     fused = fused_cls(_job(tmp_path / "out"))
     assert all(part.compute is fused.compute for part in fused.stages)
 
