@@ -91,13 +91,15 @@ def cmd_render(args) -> int:
 
 
 def print_summary(summary) -> None:
+    from .io.rows import id_label
+
     s = summary
     print(f"run {s.run_id}: {s.total} rows: {s.ok} ok, {s.failed} failed, {s.skipped} skipped "
           f"in {s.seconds:.1f}s ({s.videos_per_hour:.1f} videos/hour)")  # fmt: skip
     if s.stage_seconds:
         print("  seconds per stage (sum over rows): " + ", ".join(f"{k} {v:.1f}" for k, v in s.stage_seconds.items()))
     for f in s.failures[:20]:
-        print(f"  failed {f['id']} [{f['error_stage']}]: {f['error']}")
+        print(f"  failed {id_label(f['id'])} [{f['error_stage']}]: {f['error']}")
     if len(s.failures) > 20:
         print(f"  ... {len(s.failures) - 20} more failures in {s.results_path}")
     print(f"results: {s.results_path}")
@@ -116,6 +118,7 @@ def cmd_run(args) -> int:
 
 def cmd_status(args) -> int:
     from .io.results import read_results
+    from .io.rows import id_label
     from .io.storage import Storage
 
     if not args.output.strip():
@@ -131,7 +134,7 @@ def cmd_status(args) -> int:
         print("  seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in totals.items()))
     for r in rows:
         if r["status"] == "failed":
-            print(f"  failed {r['id']} [{r['error_stage']}]: {r['error']}")
+            print(f"  failed {id_label(r['id'])} [{r['error_stage']}]: {r['error']}")
     return EXIT_FAILED_ROWS if counts["failed"] else EXIT_OK
 
 

@@ -26,10 +26,10 @@ import uuid
 from dataclasses import dataclass, field
 
 from .fingerprint import fingerprint, model_identity
-from .io.manifest import ManifestError, manifest_base, read_manifest
+from .io.manifest import ManifestError, manifest_base, read_manifest_table
 from .io.metadata import read_metadata_many
-from .io.results import RAW_EXTRA, write_results
-from .io.rows import KNOWN_COLUMNS, RowError, validate_row
+from .io.results import RAW_EXTRA, PassThrough, write_results
+from .io.rows import KNOWN_COLUMNS, RowError, id_label, validate_row
 from .io.storage import Storage
 from .job import Job
 from .pools import resources, uses_gpu
@@ -73,18 +73,19 @@ def new_run_id() -> str:
 
 
 def plan(job: Job, storage: Storage, *, overwrite: bool = False):
-    """Manifest -> (records to render, results of rows that end here: skipped or invalid, and each row's
-    pass-through columns as the manifest holds them: ``{id: {column: value}}``, for the results table, where
-    timestamps, decimals and bytes keep their types; the records carry them as JSON)."""
+    """Manifest -> (records to render, results of rows that end here: skipped or invalid, and the pass-through
+    columns as the manifest holds them (``PassThrough``: values by id, and types) for the results table, where
+    they keep their types; the records carry them as JSON)."""
     if not job.input:
         raise ManifestError("input: no manifest given (set input in the job or pass --input)")
-    raw_rows = read_manifest(job.input, job.storage_options)
+    table = read_manifest_table(job.input, job.storage_options)
+    raw_rows = table.to_pylist()
     defaults = job.defaults.as_dict()
     base = manifest_base(job.input)
     model = model_identity(job)
     finished = set(n.removesuffix(".json") for n in storage.listdir("metadata") if n.endswith(".json"))
     rows, done = [], []
-    extras: dict[str, dict] = {}  # valid rows' pass-through values, by id (unique once validated)
+    extras = PassThrough(types={f.name: f.type for f in table.schema if f.name not in KNOWN_COLUMNS})
     for raw in raw_rows:
         extra = {k: v for k, v in raw.items() if k not in KNOWN_COLUMNS}
         try:
@@ -94,7 +95,7 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
             record[RAW_EXTRA] = extra  # never leaves the driver: its id may be null or shared with a valid row
             done.append(record)
             continue
-        extras[row.id] = extra
+        extras.values[row.id] = extra  # by id: unique once validated
         rows.append((row, fingerprint(job, row, model)))
     metadata = read_metadata_many(storage, [row.id for row, _ in rows if row.id in finished])
     todo, mismatched = [], []
@@ -276,7 +277,7 @@ def report_unwritten(summary: RunSummary, limit: int = 50) -> None:
     the next run."""
     if not summary.total:
         return
-    shown = "".join(f"\n  failed {f['id']} [{f['error_stage']}]: {f['error']}" for f in summary.failures[:limit])
+    shown = "".join(f"\n  failed {id_label(f['id'])} [{f['error_stage']}]: {f['error']}" for f in summary.failures[:limit])
     more = f"\n  ... {len(summary.failures) - limit} more" if len(summary.failures) > limit else ""
     log.error("run %s: results not written; %d ok, %d failed, %d skipped%s%s", summary.run_id, summary.ok,
               summary.failed, summary.skipped, shown, more)  # fmt: skip

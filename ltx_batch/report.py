@@ -19,6 +19,7 @@ from typing import Any
 
 from .io.metadata import read_metadata_many
 from .io.results import read_results
+from .io.rows import id_label
 from .io.storage import Storage
 
 REPORT_KEY = "report.html"
@@ -116,7 +117,7 @@ def _failures(rows: list[Mapping[str, Any]], limit: int) -> str:
     if not failed:
         return '<p class="ok">No failures.</p>'
     body = "".join(
-        f'<tr><td>{_e(r["id"])}</td><td>{_e(r.get("error_stage"))}</td><td class="err">{_e(r.get("error"))}</td></tr>'
+        f'<tr><td>{_e(id_label(r["id"]))}</td><td>{_e(r.get("error_stage"))}</td><td class="err">{_e(r.get("error"))}</td></tr>'
         for r in failed[:limit]
     )
     more = len(failed) - limit

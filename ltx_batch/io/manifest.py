@@ -52,6 +52,12 @@ def manifest_base(url: str) -> str:
 
 def read_manifest(url: str, storage_options: dict | None = None) -> list[dict[str, Any]]:
     """All rows of a Parquet manifest as dicts; schema problems raise ``ManifestError``."""
+    return read_manifest_table(url, storage_options).to_pylist()
+
+
+def read_manifest_table(url: str, storage_options: dict | None = None) -> pa.Table:
+    """A Parquet manifest as Arrow reads it (its schema: the pass-through columns' types for the results),
+    checked for the required columns and duplicate ids."""
     import fsspec
 
     from .storage import StorageError, retrying
@@ -76,14 +82,14 @@ def read_manifest(url: str, storage_options: dict | None = None) -> list[dict[st
     missing = [c for c in ("id", "prompt") if c not in table.column_names]
     if missing:
         raise ManifestError(f"manifest {url!r}: missing required column(s) {missing}; columns: {table.column_names}")
-    rows = table.to_pylist()
     seen: set = set()
     # a row without an id fails alone (validation names the field); it is no duplicate of another such row
-    dups = sorted({str(r["id"]) for r in rows if r["id"] is not None and (r["id"] in seen or seen.add(r["id"]))})
+    ids = table.column("id").to_pylist()
+    dups = sorted({str(i) for i in ids if i is not None and (i in seen or seen.add(i))})
     if dups:
         shown = ", ".join(dups[:10]) + (f" (+{len(dups) - 10} more)" if len(dups) > 10 else "")
         raise ManifestError(f"manifest {url!r}: duplicate id(s): {shown}")
-    return rows
+    return table
 
 
 def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -23,6 +24,16 @@ from .storage import Storage
 RAW_EXTRA = "_raw_extra"
 
 
+@dataclass
+class PassThrough:
+    """The manifest's columns outside the contract as it holds them: each valid row's values by id (the
+    records carry them as JSON) and each column's Arrow type, so the results keep timestamps (to the
+    nanosecond), decimals, bytes and unsigned integers as they were."""
+
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    types: dict[str, pa.DataType] = field(default_factory=dict)
+
+
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
@@ -32,7 +43,7 @@ def result_row(record: dict[str, Any]) -> dict[str, Any]:
     status = record.get("status") or ("failed" if record["error_stage"] else "ok")
     row = json.loads(record["row"])
     return {
-        "id": str(record["id"]),
+        "id": None if record["id"] is None else str(record["id"]),
         "status": status,
         "error_stage": record["error_stage"] or None,
         "error": record["error"] or None,
@@ -45,10 +56,11 @@ def result_row(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def extra_columns(rows: list[dict[str, Any]]) -> tuple[list[str], list[pa.Array]]:
+def extra_columns(rows: list[dict[str, Any]], types: dict[str, pa.DataType] | None = None,
+                  ) -> tuple[list[str], list[pa.Array]]:  # fmt: skip
     """The pass-through columns of ``rows`` (their union, in first-seen order; missing values null), each
-    typed as Arrow infers it from the values, or as JSON text when that fails (a column of empty lists only,
-    say)."""
+    with its manifest type from ``types``, else as Arrow infers it from the values, else as JSON text (a
+    column of empty lists only, say)."""
     names: dict[str, None] = {}
     for r in rows:
         names.update(dict.fromkeys(r["extra"]))
@@ -56,7 +68,10 @@ def extra_columns(rows: list[dict[str, Any]]) -> tuple[list[str], list[pa.Array]
     for name in names:
         values = [r["extra"].get(name) for r in rows]
         try:
-            array = pa.array(values)
+            try:
+                array = pa.array(values, type=(types or {}).get(name))
+            except (pa.ArrowException, TypeError, OverflowError, ValueError):  # values the JSON path changed
+                array = pa.array(values)
             pq.write_table(pa.table({name: array.slice(0, 1)}), io.BytesIO())  # a type Parquet can hold?
         except (pa.ArrowException, TypeError, OverflowError, ValueError):  # a struct of no fields, a uint64 >= 2**63
             array = pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
@@ -66,16 +81,16 @@ def extra_columns(rows: list[dict[str, Any]]) -> tuple[list[str], list[pa.Array]
 
 
 def write_results(storage: Storage, job, summary, records: list[dict[str, Any]], *,
-                  extras: dict[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
+                  extras: PassThrough | None = None) -> None:  # fmt: skip
     """Fill ``summary`` from ``records`` and write the results table and the run's job file. ``extras``
-    (``{id: {column: value}}`` as read from the manifest) replaces the pass-through values the records carried
-    as JSON, so the columns keep the manifest's types."""
+    (the manifest's pass-through values and types, from ``pipeline.plan``) replaces the values the records
+    carried as JSON, so the columns keep the manifest's types."""
     rows = [result_row(r) for r in records]
-    if extras is not None:
-        for r, record in zip(rows, records):
-            if RAW_EXTRA not in record:
-                r["extra"] = extras.get(r["id"], r["extra"])
-    rows.sort(key=lambda r: r["id"])
+    extras = extras or PassThrough()
+    for r, record in zip(rows, records):
+        if RAW_EXTRA not in record:
+            r["extra"] = extras.values.get(r["id"], r["extra"])
+    rows.sort(key=lambda r: (r["id"] is None, r["id"] or ""))
     summary.ok = sum(r["status"] == "ok" for r in rows)
     summary.failed = sum(r["status"] == "failed" for r in rows)
     summary.skipped = sum(r["status"] == "skipped" for r in rows)
@@ -91,7 +106,7 @@ def write_results(storage: Storage, job, summary, records: list[dict[str, Any]],
         [{**r, "paths": list(r["paths"].items()), "seconds": list(r["seconds"].items())} for r in rows],
         schema=RESULTS_SCHEMA,
     )
-    for name, array in zip(*extra_columns(rows)):
+    for name, array in zip(*extra_columns(rows, extras.types)):
         table = table.append_column(name, array)
     buf = io.BytesIO()
     pq.write_table(table, buf)

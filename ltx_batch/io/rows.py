@@ -38,6 +38,11 @@ def media_kind(uri: str) -> str:
     raise ValueError(f"unknown media type {ext or '(none)'!r}; images: {sorted(IMAGE_EXTENSIONS)}, videos: {sorted(VIDEO_EXTENSIONS)}")
 
 
+def id_label(row_id: str | None) -> str:
+    """A row's id as the console and the report show it (a manifest row may have none)."""
+    return "(no id)" if row_id is None else row_id
+
+
 def side_problem(value: int) -> str | None:
     """Why a width or height is invalid, or None."""
     if value <= 0 or value % 32 or value > MAX_SIDE:

@@ -37,7 +37,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _record(row_id: str, row_json: str, fingerprint: str) -> dict[str, Any]:
+def _record(row_id: str | None, row_json: str, fingerprint: str) -> dict[str, Any]:
     return {
         "id": row_id, "row": row_json, "fingerprint": fingerprint, "error_stage": "", "error": "", "attempts": 0,
         "timings": "{}", "snapshots": "{}", TEXT: b"", LATENTS: b"", GENERATOR: b"", "outputs": "{}",
@@ -50,8 +50,10 @@ def new_record(row: Row, fingerprint: str) -> dict[str, Any]:
 
 def failed_record(row_id: Any, stage: str, error: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """A row that failed before it became a ``Row`` (validation): it still yields a result, with its
-    pass-through columns (``extra``)."""
-    rec = _record(str(row_id), json.dumps({"id": str(row_id), "extra": extra or {}}, default=_jsonable), "")
+    pass-through columns (``extra``). A row without an id keeps None (a null in the results table), so it
+    is not mistaken for a row whose id is the text "None"; such records never leave the driver."""
+    rid = None if row_id is None else str(row_id)
+    rec = _record(rid, json.dumps({"id": rid, "extra": extra or {}}, default=_jsonable), "")
     rec.update(error_stage=stage, error=error)
     return rec
 

@@ -98,7 +98,8 @@ def test_pass_through_columns_reach_the_results_table(tmp_path):
 
 
 def test_pass_through_columns_keep_the_manifest_types(tmp_path):
-    """Timestamps, decimals and bytes cross Ray as JSON text; the results table takes them from the manifest."""
+    """Timestamps, decimals, bytes and unsigned integers cross Ray as JSON text; the results table takes their
+    values and types from the manifest (nanoseconds and the decimal's scale included)."""
     import datetime
     import decimal
 
@@ -112,7 +113,9 @@ def test_pass_through_columns_keep_the_manifest_types(tmp_path):
     table = pa.table({"id": ["a", "bad"], "prompt": ["x", "y"], "width": pa.array([None, 33], pa.int64()),
                       "made": pa.array([when, when], pa.timestamp("us")),
                       "price": pa.array([decimal.Decimal("1.25"), None], pa.decimal128(5, 2)),
-                      "blob": pa.array([b"\x00\xff", b"\x01"], pa.binary())})  # fmt: skip
+                      "blob": pa.array([b"\x00\xff", b"\x01"], pa.binary()),
+                      "ns": pa.array([1_700_000_000_123_456_789, None], pa.timestamp("ns", tz="UTC")),
+                      "count": pa.array([2**63 + 5, 1], pa.uint64())})  # fmt: skip
     pq.write_table(table, tmp_path / "m.parquet")
     job = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "input": str(tmp_path / "m.parquet"),
                     "output": str(tmp_path / "out")})  # fmt: skip
@@ -122,7 +125,10 @@ def test_pass_through_columns_keep_the_manifest_types(tmp_path):
     write_results(storage, job, summary, todo + done, extras=extras)
     got = pq.read_table(tmp_path / "out" / "results" / "r1.parquet")
     assert got.schema.field("made").type == pa.timestamp("us") and got.schema.field("blob").type == pa.binary()
-    assert pa.types.is_decimal(got.schema.field("price").type)
+    assert got.schema.field("price").type == pa.decimal128(5, 2)
+    assert got.schema.field("ns").type == pa.timestamp("ns", tz="UTC") and got.schema.field("count").type == pa.uint64()
+    assert got.column("ns").cast(pa.int64()).to_pylist() == [1_700_000_000_123_456_789, None]
+    assert got.column("count").to_pylist() == [2**63 + 5, 1]
     by_id = {r["id"]: r for r in got.to_pylist()}
     assert by_id["a"]["made"] == when and by_id["a"]["blob"] == b"\x00\xff"
     assert by_id["a"]["price"] == decimal.Decimal("1.25") and by_id["bad"]["blob"] == b"\x01"  # invalid rows too
@@ -164,8 +170,8 @@ def test_failed_rows_are_reported_when_the_results_cannot_be_written(tmp_path, m
     assert "failed w [validate]: width" in text and "failed f [validate]: num_frames" in text
 
 
-def test_pass_through_columns_of_rows_without_a_usable_id(tmp_path):
-    """A null id (reported as "None") must neither take another row's labels nor degrade a typed column."""
+def test_pass_through_columns_of_rows_without_a_usable_id(tmp_path, capsys):
+    """A null id must neither take another row's labels nor degrade a typed column, nor read as the id "None"."""
     import datetime
 
     import pyarrow as pa
@@ -188,5 +194,26 @@ def test_pass_through_columns_of_rows_without_a_usable_id(tmp_path):
     assert got.schema.field("ts").type == pa.timestamp("us")
     labels = sorted((r["status"], r["label"]) for r in got.to_pylist())
     assert labels == [("failed", "theirs"), ("ok", "mine"), ("ok", "third")]
-    # a uint64 beyond int64 does not stop the results table: the column falls back to JSON text
-    assert sorted(got.column("big").to_pylist()) == sorted(["1", "2", str(2**63)])
+    assert got.column("id").to_pylist() == ["None", "ok", None]  # a null stays null, sorted last
+    from ltx_batch.cli import main
+    from ltx_batch.report import write_report
+
+    assert main(["status", job.output]) == 3
+    assert "failed (no id) [validate]: id" in capsys.readouterr().out
+    html = (tmp_path / "out" / write_report(storage, RunSummary(run_id="r1", output=job.output)).rsplit("/", 1)[-1])
+    assert "<td>(no id)</td>" in html.read_text()
+    assert got.schema.field("big").type == pa.uint64()  # beyond int64: kept as the manifest's uint64
+    assert got.column("big").to_pylist() == [2**63, 2, 1]  # ids "None", "ok", null
+
+
+def test_pass_through_values_that_fit_no_type_fall_back_to_inference_then_json():
+    import pyarrow as pa
+
+    from ltx_batch.io.results import extra_columns
+
+    rows = [{"extra": {"empty": {}, "n": "7", "big": 2**63}}, {"extra": {"empty": {}, "n": "8", "big": 1}}]
+    names, arrays = extra_columns(rows, {"n": pa.int64()})  # "n" declared int64 but given text: inferred
+    got = dict(zip(names, arrays))
+    assert got["n"].to_pylist() == ["7", "8"]
+    assert got["empty"].type == pa.string() and got["empty"].to_pylist() == ["{}", "{}"]  # no Parquet type
+    assert got["big"].to_pylist() == [str(2**63), "1"]  # beyond int64, no manifest type: JSON text
