@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="render a job's manifest on Ray (a local Ray unless --address/RAY_ADDRESS)")
     _job_args(p)
-    p.add_argument("--address", help="Ray address (ray://host:10001, or auto); default: RAY_ADDRESS or a local Ray")
+    p.add_argument("--address", help="Ray address (ray://host:10001, or auto); default: RAY_ADDRESS, else a Ray "
+                   "that `ray start` left on this machine, else a new local Ray")
     p.add_argument("--overwrite", action="store_true", help="re-render finished rows whose recipe changed")
     p.set_defaults(func=cmd_run)
 

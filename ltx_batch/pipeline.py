@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from .fingerprint import fingerprint, model_identity
 from .io.manifest import ManifestError, manifest_base, read_manifest_table
 from .io.metadata import read_metadata_many
-from .io.results import RAW_EXTRA, PassThrough, write_results
+from .io.results import MANIFEST_ROW, PassThrough, write_results
 from .io.rows import KNOWN_COLUMNS, RowError, id_label, validate_row
 from .io.storage import Storage
 from .job import Job
@@ -85,17 +85,17 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
     model = model_identity(job)
     finished = set(n.removesuffix(".json") for n in storage.listdir("metadata") if n.endswith(".json"))
     rows, done = [], []
-    extras = PassThrough(types={f.name: f.type for f in table.schema if f.name not in KNOWN_COLUMNS})
-    for raw in raw_rows:
+    extras = PassThrough(table.select([n for n in table.column_names if n not in KNOWN_COLUMNS]))
+    for i, raw in enumerate(raw_rows):
         extra = {k: v for k, v in raw.items() if k not in KNOWN_COLUMNS}
         try:
             row = validate_row(raw, defaults=defaults, frame_rate=job.recipe.frame_rate, base_uri=base)
         except RowError as e:
             record = failed_record(raw.get("id"), "validate", str(e), extra)
-            record[RAW_EXTRA] = extra  # never leaves the driver: its id may be null or shared with a valid row
+            record[MANIFEST_ROW] = i  # never leaves the driver (see MANIFEST_ROW)
             done.append(record)
             continue
-        extras.values[row.id] = extra  # by id: unique once validated
+        extras.rows[row.id] = i  # by id: unique once validated
         rows.append((row, fingerprint(job, row, model)))
     metadata = read_metadata_many(storage, [row.id for row, _ in rows if row.id in finished])
     todo, mismatched = [], []
@@ -297,9 +297,7 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(address=address or "auto", log_to_driver=True)
         return
     if address:
-        # a cluster started elsewhere does not have this shell's endpoint/cache settings: pass them along
-        # (only when set: a runtime_env makes the job's workers fresh processes instead of pre-started ones)
-        ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+        _join(address, env)
         return
     # More logical CPUs than cores: five one-CPU pools (all_stages: false) plus Ray Data's own tasks must fit
     # on a laptop. Each CPU actor sets its torch threads to its num_cpus, so the cores are shared, not
@@ -307,7 +305,23 @@ def ensure_ray(address: str | None = None) -> None:
     cpus = max(8, 2 * (os.cpu_count() or 1))
     # A local Ray is started from this process, so its workers inherit this environment; no runtime_env, which
     # would make every worker a fresh start instead of one of the processes Ray pre-starts. Loopback only.
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True, _node_ip_address="127.0.0.1")
+    try:
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True, _node_ip_address="127.0.0.1")
+    except ValueError as e:
+        # a Ray started with `ray start` on this machine: ray.init without an address joins it (Ray's default)
+        # and then refuses a size. Join it, as --address auto would; before, the run failed here (exit 1).
+        if "existing cluster" not in str(e):
+            raise
+        log.info("joining the Ray cluster started on this machine (ray start)")
+        _join(None, env)
+
+
+def _join(address: str | None, env: dict[str, str]) -> None:
+    import ray
+
+    # a cluster started elsewhere does not have this shell's endpoint/cache settings: pass them along
+    # (only when set: a runtime_env makes the job's workers fresh processes instead of pre-started ones)
+    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
 
 
 def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, run_id: str | None = None,

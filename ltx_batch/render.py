@@ -28,7 +28,7 @@ from .stages.upsample import LatentUpsampleStage
 
 @dataclass
 class RenderResult:
-    id: str
+    id: str | None  # None: a request without an id, which fails validation
     status: str  # ok | failed
     seed: int | None = None
     error_stage: str = ""
@@ -92,7 +92,9 @@ class Renderer:
         try:
             row = validate_row(request, defaults=defaults, frame_rate=job.recipe.frame_rate)
         except RowError as e:
-            return RenderResult(id=str(request.get("id")), status="failed", error_stage="validate", error=str(e))
+            rid = request.get("id")  # a request without one keeps None, as the results table does
+            return RenderResult(id=None if rid is None else str(rid), status="failed", error_stage="validate",
+                                error=str(e))  # fmt: skip
         if self._model is None:
             self._model = model_identity(job)
         record = new_record(row, fingerprint(job, row, self._model))

@@ -19,7 +19,7 @@ from typing import Any
 
 from .io.metadata import read_metadata_many
 from .io.results import read_results
-from .io.rows import id_label
+from .io.rows import id_label, id_order
 from .io.storage import Storage
 
 REPORT_KEY = "report.html"
@@ -129,7 +129,7 @@ def _failures(rows: list[Mapping[str, Any]], limit: int) -> str:
 def render_report(summary, rows: list[Mapping[str, Any]], metadata_by_id: Mapping[str, Mapping[str, Any]], *,
                   max_videos: int = MAX_VIDEOS) -> str:  # fmt: skip
     """The page as a string. ``rows``: result rows as ``io.results.read_results`` returns them."""
-    rows = sorted(rows, key=lambda r: str(r["id"]))
+    rows = sorted(rows, key=lambda r: id_order(r["id"]))
     totals = stage_totals(rows) or dict(getattr(summary, "stage_seconds", {}) or {})
     ok = sum(r.get("status") == "ok" for r in rows)
     failed = sum(r.get("status") == "failed" for r in rows)
@@ -171,7 +171,7 @@ def write_report(storage: Storage, summary, rows: list[Mapping[str, Any]] | None
     if rows is None:
         _, rows = read_results(storage, summary.run_id)
     metadata = dict(metadata_by_id or {})
-    wanted = [r["id"] for r in sorted(rows, key=lambda r: str(r["id"]))
+    wanted = [r["id"] for r in sorted(rows, key=lambda r: id_order(r["id"]))
               if r.get("status") in ("ok", "skipped") and (r.get("paths") or {}).get("mp4")][:max_videos]  # fmt: skip
     missing = [row_id for row_id in wanted if row_id not in metadata]
     try:

@@ -17,21 +17,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .manifest import RESULTS_SCHEMA, parquet_from_bytes
+from .rows import id_order
 from .storage import Storage
 
 
-# A driver-side record's pass-through values as the manifest holds them (rows that end on the driver)
-RAW_EXTRA = "_raw_extra"
+# A driver-side record's row number in the manifest (rows that end on the driver: their id may be null or
+# shared with a valid row, so it cannot say which manifest row they were)
+MANIFEST_ROW = "_manifest_row"
 
 
 @dataclass
 class PassThrough:
-    """The manifest's columns outside the contract as it holds them: each valid row's values by id (the
-    records carry them as JSON) and each column's Arrow type, so the results keep timestamps (to the
-    nanosecond), decimals, bytes and unsigned integers as they were."""
+    """The manifest's columns outside the contract, as Arrow read them, and each valid id's manifest row. The
+    results take these columns from here by row (the records carry them as JSON, and through Python values
+    a ``time64[ns]`` would lose its nanoseconds), so each arrives with the manifest's type and value."""
 
-    values: dict[str, dict[str, Any]] = field(default_factory=dict)
-    types: dict[str, pa.DataType] = field(default_factory=dict)
+    table: pa.Table  # the pass-through columns only
+    rows: dict[str, int] = field(default_factory=dict)  # valid row id -> manifest row number
+
+    def columns_for(self, results: list[dict[str, Any]]) -> tuple[list[str], list[pa.ChunkedArray]]:
+        """The columns in ``results``' order (null where a result has no manifest row)."""
+        at = [r["manifest_row"] if r["manifest_row"] is not None else self.rows.get(r["id"]) for r in results]
+        taken = self.table.take(pa.array(at, pa.int64()))
+        return taken.column_names, taken.columns
 
 
 def _plain(value: Any) -> Any:
@@ -39,7 +47,7 @@ def _plain(value: Any) -> Any:
 
 
 def result_row(record: dict[str, Any]) -> dict[str, Any]:
-    record = {k: v if k == RAW_EXTRA else _plain(v) for k, v in record.items()}
+    record = {k: _plain(v) for k, v in record.items()}
     status = record.get("status") or ("failed" if record["error_stage"] else "ok")
     row = json.loads(record["row"])
     return {
@@ -52,15 +60,15 @@ def result_row(record: dict[str, Any]) -> dict[str, Any]:
         "fingerprint": record.get("fingerprint") or None,
         "paths": json.loads(record.get("outputs") or "{}") if status != "failed" else {},
         "seconds": json.loads(record.get("timings") or "{}"),
-        "extra": record[RAW_EXTRA] if RAW_EXTRA in record else row.get("extra") or {},
+        "extra": row.get("extra") or {},
+        "manifest_row": record.get(MANIFEST_ROW),
     }
 
 
-def extra_columns(rows: list[dict[str, Any]], types: dict[str, pa.DataType] | None = None,
-                  ) -> tuple[list[str], list[pa.Array]]:  # fmt: skip
-    """The pass-through columns of ``rows`` (their union, in first-seen order; missing values null), each
-    with its manifest type from ``types``, else as Arrow infers it from the values, else as JSON text (a
-    column of empty lists only, say)."""
+def extra_columns(rows: list[dict[str, Any]]) -> tuple[list[str], list[pa.Array]]:
+    """The pass-through columns of ``rows`` from the values the records carry (their union, in first-seen
+    order; missing values null), each typed as Arrow infers it, or as JSON text when that fails (a column of
+    empty lists only, say). Without the manifest (``PassThrough``) at hand, this is what is left."""
     names: dict[str, None] = {}
     for r in rows:
         names.update(dict.fromkeys(r["extra"]))
@@ -68,29 +76,22 @@ def extra_columns(rows: list[dict[str, Any]], types: dict[str, pa.DataType] | No
     for name in names:
         values = [r["extra"].get(name) for r in rows]
         try:
-            try:
-                array = pa.array(values, type=(types or {}).get(name))
-            except (pa.ArrowException, TypeError, OverflowError, ValueError):  # values the JSON path changed
-                array = pa.array(values)
+            array = pa.array(values)
             pq.write_table(pa.table({name: array.slice(0, 1)}), io.BytesIO())  # a type Parquet can hold?
         except (pa.ArrowException, TypeError, OverflowError, ValueError):  # a struct of no fields, a uint64 >= 2**63
             array = pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
-        out_names.append(f"extra.{name}" if name in RESULTS_SCHEMA.names else name)
+        out_names.append(name)
         arrays.append(array)
     return out_names, arrays
 
 
 def write_results(storage: Storage, job, summary, records: list[dict[str, Any]], *,
                   extras: PassThrough | None = None) -> None:  # fmt: skip
-    """Fill ``summary`` from ``records`` and write the results table and the run's job file. ``extras``
-    (the manifest's pass-through values and types, from ``pipeline.plan``) replaces the values the records
-    carried as JSON, so the columns keep the manifest's types."""
+    """Fill ``summary`` from ``records`` and write the results table and the run's job file. The pass-through
+    columns come from ``extras`` (the manifest's, from ``pipeline.plan``) when given, else from the values
+    the records carried as JSON."""
     rows = [result_row(r) for r in records]
-    extras = extras or PassThrough()
-    for r, record in zip(rows, records):
-        if RAW_EXTRA not in record:
-            r["extra"] = extras.values.get(r["id"], r["extra"])
-    rows.sort(key=lambda r: (r["id"] is None, r["id"] or ""))
+    rows.sort(key=lambda r: id_order(r["id"]))
     summary.ok = sum(r["status"] == "ok" for r in rows)
     summary.failed = sum(r["status"] == "failed" for r in rows)
     summary.skipped = sum(r["status"] == "skipped" for r in rows)
@@ -106,8 +107,8 @@ def write_results(storage: Storage, job, summary, records: list[dict[str, Any]],
         [{**r, "paths": list(r["paths"].items()), "seconds": list(r["seconds"].items())} for r in rows],
         schema=RESULTS_SCHEMA,
     )
-    for name, array in zip(*extra_columns(rows, extras.types)):
-        table = table.append_column(name, array)
+    for name, array in zip(*(extras.columns_for(rows) if extras is not None else extra_columns(rows))):
+        table = table.append_column(f"extra.{name}" if name in RESULTS_SCHEMA.names else name, array)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     key = f"results/{summary.run_id}.parquet"

@@ -43,6 +43,11 @@ def id_label(row_id: str | None) -> str:
     return "(no id)" if row_id is None else row_id
 
 
+def id_order(row_id: str | None) -> tuple[bool, str]:
+    """The order of rows in the results, ``status`` and the report: by id, rows without one last."""
+    return row_id is None, row_id or ""
+
+
 def side_problem(value: int) -> str | None:
     """Why a width or height is invalid, or None."""
     if value <= 0 or value % 32 or value > MAX_SIDE:

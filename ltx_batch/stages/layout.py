@@ -109,5 +109,8 @@ class StageActor:
 
 
 def actor_class(pool: Pool) -> type[StageActor]:
-    # a class made here pickles by value (its base by reference), so the driver ships it without the stages
-    return type(pool.label, (StageActor,), {"layout": pool, "__module__": __name__})
+    # A class made here pickles by value (its base by reference), so the driver ships it without the stages.
+    # Its qualname names no module attribute, so it cannot turn into a reference to a stage class of the same
+    # name; the dashboard shows ``__name__``.
+    attrs = {"layout": pool, "__module__": __name__, "__qualname__": f"actor_class.<locals>.{pool.label}"}
+    return type(pool.label, (StageActor,), attrs)

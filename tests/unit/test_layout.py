@@ -88,14 +88,21 @@ def test_the_driver_names_the_stage_classes_as_they_name_themselves():
     assert whole.label == fuse(*map(stage_class, whole.parts)).__name__ == actor_class(whole).__name__
     assert whole.concurrent_io and not Pool(("refine",)).concurrent_io and Pool(("refine", "decode")).concurrent_io
     assert build_stage_class(Pool(("refine",))) is stage_class("refine")
+    # the dashboard's names: each pool's label is its stage class's name, in every layout
+    for fusion in ({}, {"all_stages": True}, {"base_refine": True}, {"refine_decode": True},
+                   {"base_refine": True, "refine_decode": True}):  # fmt: skip
+        job = load_job({"model": MULTISCALE, "pools": {"fusion": fusion}})
+        for pool in pool_layout(job, gpu=True):
+            assert pool.label == build_stage_class(pool).__name__ == actor_class(pool).__name__
 
 
 def test_the_run_driver_plans_and_ships_the_pools_without_importing_torch(tmp_path):
     # torch costs ~1.3 s before Ray can even start on two cores (and every CLI verb paid it); the driver only
-    # needs names: the stage classes are imported in the actors
-    script = f"""
-import sys
-import cloudpickle
+    # needs names: the stage classes are imported in the actors. The actor classes go as Ray ships them
+    # (ray.cloudpickle, by value) and a fresh process, as a Ray worker is, loads them without torch too.
+    ship = f"""
+import pickle, sys
+from ray import cloudpickle
 from ltx_batch import load_job
 from ltx_batch.cli import build_parser
 from ltx_batch.io.storage import Storage
@@ -107,15 +114,26 @@ from ltx_batch.submit import submit_job
 job = load_job("jobs/demo.yaml", output={str(tmp_path / "out")!r})
 todo, done, _ = plan(job, Storage(job.output))
 assert len(todo) == 3 and not done
-for gpu in (False, True):
-    for pool in pool_layout(job, gpu=gpu):
-        cloudpickle.dumps(actor_class(pool))
+pools = [pool for gpu in (False, True) for pool in pool_layout(job, gpu=gpu)]
+with open({str(tmp_path / "actors.pkl")!r}, "wb") as fh:
+    fh.write(cloudpickle.dumps([actor_class(pool) for pool in pools]))
 loaded = [m for m in ("torch", "transformers", "safetensors.torch") if m in sys.modules]
 assert not loaded, loaded
 """
+    load = f"""
+import pickle, sys
+from ltx_batch.stages.layout import StageActor
+with open({str(tmp_path / "actors.pkl")!r}, "rb") as fh:
+    classes = pickle.load(fh)
+assert [c.__name__ for c in classes] == ["TextEncodeBaseSampleDecodeStage", "TextEncodeStage", "BaseSampleStage",
+                                         "DecodeStage"], classes
+assert all(c.__mro__[1] is StageActor and c.layout.parts for c in classes)
+assert "torch" not in sys.modules
+"""
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    for script in (ship, load):
+        done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_fused_parts_run_with_the_fused_pools_cpu_share(tmp_path):

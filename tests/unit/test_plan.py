@@ -115,7 +115,8 @@ def test_pass_through_columns_keep_the_manifest_types(tmp_path):
                       "price": pa.array([decimal.Decimal("1.25"), None], pa.decimal128(5, 2)),
                       "blob": pa.array([b"\x00\xff", b"\x01"], pa.binary()),
                       "ns": pa.array([1_700_000_000_123_456_789, None], pa.timestamp("ns", tz="UTC")),
-                      "count": pa.array([2**63 + 5, 1], pa.uint64())})  # fmt: skip
+                      "count": pa.array([2**63 + 5, 1], pa.uint64()),
+                      "clock": pa.array([1_000_000_123, None], pa.time64("ns"))})  # fmt: skip
     pq.write_table(table, tmp_path / "m.parquet")
     job = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "input": str(tmp_path / "m.parquet"),
                     "output": str(tmp_path / "out")})  # fmt: skip
@@ -129,6 +130,7 @@ def test_pass_through_columns_keep_the_manifest_types(tmp_path):
     assert got.schema.field("ns").type == pa.timestamp("ns", tz="UTC") and got.schema.field("count").type == pa.uint64()
     assert got.column("ns").cast(pa.int64()).to_pylist() == [1_700_000_000_123_456_789, None]
     assert got.column("count").to_pylist() == [2**63 + 5, 1]
+    assert got.column("clock").cast(pa.int64()).to_pylist() == [1_000_000_123, None]  # Python's time: us only
     by_id = {r["id"]: r for r in got.to_pylist()}
     assert by_id["a"]["made"] == when and by_id["a"]["blob"] == b"\x00\xff"
     assert by_id["a"]["price"] == decimal.Decimal("1.25") and by_id["bad"]["blob"] == b"\x01"  # invalid rows too
@@ -206,14 +208,13 @@ def test_pass_through_columns_of_rows_without_a_usable_id(tmp_path, capsys):
     assert got.column("big").to_pylist() == [2**63, 2, 1]  # ids "None", "ok", null
 
 
-def test_pass_through_values_that_fit_no_type_fall_back_to_inference_then_json():
+def test_without_the_manifest_pass_through_values_are_inferred_then_json_text():
     import pyarrow as pa
 
     from ltx_batch.io.results import extra_columns
 
     rows = [{"extra": {"empty": {}, "n": "7", "big": 2**63}}, {"extra": {"empty": {}, "n": "8", "big": 1}}]
-    names, arrays = extra_columns(rows, {"n": pa.int64()})  # "n" declared int64 but given text: inferred
-    got = dict(zip(names, arrays))
+    got = dict(zip(*extra_columns(rows)))
     assert got["n"].to_pylist() == ["7", "8"]
     assert got["empty"].type == pa.string() and got["empty"].to_pylist() == ["{}", "{}"]  # no Parquet type
-    assert got["big"].to_pylist() == [str(2**63), "1"]  # beyond int64, no manifest type: JSON text
+    assert got["big"].to_pylist() == [str(2**63), "1"]  # beyond int64: JSON text
