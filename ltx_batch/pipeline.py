@@ -74,8 +74,8 @@ def new_run_id() -> str:
 
 def plan(job: Job, storage: Storage, *, overwrite: bool = False):
     """Manifest -> (records to render, results of rows that end here: skipped or invalid, and the pass-through
-    columns as the manifest holds them (``PassThrough``: values by id, and types) for the results table, where
-    they keep their types; the records carry them as JSON)."""
+    columns as Arrow read them with each valid id's manifest row (``PassThrough``), from which the results
+    table takes them with their types; the records carry them as JSON)."""
     if not job.input:
         raise ManifestError("input: no manifest given (set input in the job or pass --input)")
     table = read_manifest_table(job.input, job.storage_options)

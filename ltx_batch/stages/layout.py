@@ -52,13 +52,13 @@ def pool_layout(job: Job, *, gpu: bool = True) -> list[Pool]:
     """The actor pools in order, with the job's fusion choices applied (``gpu``: the actors get GPUs)."""
     fusion = job.pools.fusion
     full = ("text_encode", "base_sample", "latent_upsample", "refine", "decode")
+    stages = full if job.multiscale else ("text_encode", "base_sample", "decode")
     if fusion.all_stages or (fusion.all_stages is None and not gpu):
         # Without GPUs there is no device memory to split the models over, and a hop between actors on the same
         # cores only costs (serialising, scheduling, one more process importing torch): rows run whole.
-        parts = full if job.multiscale else ("text_encode", "base_sample", "decode")
-        return [Pool(parts, pool="base_sample", whole=True)]
+        return [Pool(stages, pool="base_sample", whole=True)]
     if not job.multiscale:
-        return [Pool(("text_encode",)), Pool(("base_sample",)), Pool(("decode",))]
+        return [Pool((stage,)) for stage in stages]
     pools = [("text_encode",)]
     if fusion.base_refine and fusion.refine_decode:
         pools += [("base_sample", "latent_upsample", "refine", "decode")]
