@@ -36,6 +36,7 @@ from .pools import resources, uses_gpu
 from .report import write_report
 from .stages.layout import actor_class, pool_layout, unused_pool_settings
 from .stages.records import failed_record, new_record
+from .submit import FORWARDED_ENV
 
 log = logging.getLogger(__name__)
 
@@ -290,14 +291,12 @@ def ensure_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "LTX_BATCH_CACHE",
-                                       "HF_HOME", "HF_HUB_OFFLINE") if k in os.environ}  # fmt: skip
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
         # a driver started by the Jobs API (ltx-batch submit): the job's runtime env already applies
         ray.init(address=address or "auto", log_to_driver=True)
         return
     if address:
-        _join(address, env)
+        _join(address)
         return
     # More logical CPUs than cores: five one-CPU pools (all_stages: false) plus Ray Data's own tasks must fit
     # on a laptop. Each CPU actor sets its torch threads to its num_cpus, so the cores are shared, not
@@ -313,15 +312,28 @@ def ensure_ray(address: str | None = None) -> None:
         if "existing cluster" not in str(e):
             raise
         log.info("joining the Ray cluster started on this machine (ray start)")
-        _join(None, env)
+        _join(None)
 
 
-def _join(address: str | None, env: dict[str, str]) -> None:
+def _join(address: str | None) -> None:
+    """Connect to a running cluster. It was not started from this shell, so its workers lack this shell's
+    storage settings: they go along in the job's runtime env (only when set: a runtime env makes the job's
+    workers fresh processes instead of pre-started ones). Cache folders go along only to a cluster on this
+    machine: on another they would name paths of this one, and its nodes have their own (as with ``submit``)."""
     import ray
 
-    # a cluster started elsewhere does not have this shell's endpoint/cache settings: pass them along
-    # (only when set: a runtime_env makes the job's workers fresh processes instead of pre-started ones)
+    names = FORWARDED_ENV + (("LTX_BATCH_CACHE", "HF_HOME") if _on_this_machine(address) else ())
+    env = {k: os.environ[k] for k in names if k in os.environ}
     ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+
+
+def _on_this_machine(address: str | None) -> bool:
+    """``address`` names a Ray on this machine: none or ``auto`` (the one ``ray start`` left here), or a
+    loopback host."""
+    if address in (None, "", "auto", "local"):
+        return True
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
 
 
 def run_job(job: Job, *, address: str | None = None, overwrite: bool = False, run_id: str | None = None,

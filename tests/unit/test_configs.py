@@ -48,6 +48,16 @@ def test_kuberay_manifests():
     for spec in (job, cron["jobTemplate"]):
         entry_job = spec["entrypoint"].split()[2]
         assert (ROOT / entry_job.removeprefix("/app/")).is_file(), entry_job  # the image has /app/jobs
+    # every ServiceAccount a pod names is in serviceaccount.yaml (applied first; a missing one rejects the pods),
+    # and only the head's account is the one KubeRay gives the autoscaler's pod rights to
+    accounts = {d["metadata"]["name"] for d in yaml.safe_load_all((ROOT / "infra/kuberay/serviceaccount.yaml").read_text())}
+    for name, spec in (("raycluster.yaml", cluster), ("rayjob.yaml", job["rayClusterSpec"]),
+                       ("raycronjob.yaml", cron["jobTemplate"]["rayClusterSpec"])):  # fmt: skip
+        head = spec["headGroupSpec"]["template"]["spec"]["serviceAccountName"]
+        workers = {g["template"]["spec"]["serviceAccountName"] for g in spec["workerGroupSpecs"]}
+        assert {head, *workers} <= accounts and head not in workers, name
+    # retries restart KubeRay's deadline and RayCronJob has no concurrency policy: one attempt per night
+    assert cron["jobTemplate"]["backoffLimit"] == 0 and cron["jobTemplate"]["activeDeadlineSeconds"] < 24 * 3600
 
 
 @pytest.mark.parametrize("path", JOBS, ids=_id)

@@ -13,8 +13,8 @@ import pytest
 REFUSAL = "When connecting to an existing cluster, num_cpus and num_gpus must not be provided."
 
 
-def _ensure_ray_with(monkeypatch, answer) -> list[dict]:
-    """``ensure_ray()`` with ``ray.init`` recorded; ``answer(kwargs)`` raises as Ray would."""
+def _ensure_ray_with(monkeypatch, answer, address: str | None = None) -> list[dict]:
+    """``ensure_ray(address)`` with ``ray.init`` recorded; ``answer(kwargs)`` raises as Ray would."""
     import ray
 
     from ltx_batch.pipeline import ensure_ray
@@ -27,10 +27,13 @@ def _ensure_ray_with(monkeypatch, answer) -> list[dict]:
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", init)
-    for var in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR"):
+    from ltx_batch.submit import FORWARDED_ENV
+
+    for var in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR", "HF_HOME", *FORWARDED_ENV):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
-    ensure_ray()
+    monkeypatch.setenv("LTX_BATCH_CACHE", "/home/me/.cache/ltx_batch")
+    ensure_ray(address)
     return calls
 
 
@@ -48,8 +51,21 @@ def test_a_ray_started_with_ray_start_is_joined_not_an_error(monkeypatch):
     assert len(calls) == 2 and "num_cpus" in calls[0]
     joined = calls[1]
     assert joined["address"] is None and "num_cpus" not in joined  # Ray's own default: the running head
-    # its workers were not started from this shell: the settings go along, as with --address
-    assert joined["runtime_env"]["env_vars"]["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    # its workers were not started from this shell: the settings go along, as with --address; on this machine
+    # the cache folder is the same one
+    assert joined["runtime_env"]["env_vars"] == {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+                                                 "LTX_BATCH_CACHE": "/home/me/.cache/ltx_batch"}  # fmt: skip
+
+
+@pytest.mark.parametrize("address, cache", [("ray://10.0.0.5:10001", False), ("10.0.0.5:6379", False),
+                                            ("127.0.0.1:6379", True), ("ray://localhost:10001", True)])
+def test_cache_folders_go_only_to_a_cluster_on_this_machine(monkeypatch, address, cache):
+    # a remote cluster's nodes have their own cache (the image's /cache): this machine's paths would send
+    # every pod's downloads to its container's temporary disk
+    (call,) = _ensure_ray_with(monkeypatch, lambda kwargs: None, address)
+    assert call["address"] == address and "num_cpus" not in call
+    env = call["runtime_env"]["env_vars"]
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000" and ("LTX_BATCH_CACHE" in env) == cache
 
 
 def test_other_start_failures_still_surface(monkeypatch):
