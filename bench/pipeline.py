@@ -10,8 +10,9 @@ renders two manifests (a small and a large one, ``--rows``); its line is fitted 
 times: seconds = start-up + rows x seconds-per-video. The measurements are interleaved (small then large
 manifest, every path in turn) and repeated, each keeping its fastest time, so a slow spell of a shared
 machine does not land on one path only. The table prints both times, the fixed start-up, the steady
-per-video cost, videos per hour at each size and in steady state, and ratios against the loop. ``run`` is
-wall clock including the local Ray and actor start-up, as a user sees it; the render loop runs in this
+per-video cost, videos per hour at each size and in steady state, and ratios against the loop. The first two
+``run`` paths are wall clock including the local Ray and actor start-up, as a user sees it (the fifth reuses
+the Ray the fourth left up, with this process staying connected); the render loop runs in this
 process (imports done, models loaded by its first row). The ``run`` paths drive Ray from this process too,
 so the CLI's own imports (~0.2 s without torch) are not in them. Uses the ``ltxv-debug`` checkpoint (made
 locally), so it measures orchestration, not model speed.

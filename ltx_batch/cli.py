@@ -183,7 +183,7 @@ def cmd_validate(args) -> int:
             bad.append((raw.get("id"), str(e)))
     print(f"manifest {job.input}: {len(rows)} rows, {len(rows) - len(bad)} valid, {len(bad)} invalid", file=sys.stderr)
     for row_id, err in bad[:50]:
-        print(f"  {row_id!r}: {err}", file=sys.stderr)
+        print(f"  {'(no id)' if row_id is None else repr(row_id)}: {err}", file=sys.stderr)
     return EXIT_FAILED_ROWS if bad else EXIT_OK
 
 
@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace a finished row of this --id rendered with another model, recipe or request")
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("run", help="render a job's manifest on Ray (a local Ray unless --address/RAY_ADDRESS)")
+    p = sub.add_parser("run", help="render a job's manifest on Ray (--address/RAY_ADDRESS, a Ray that `ray start` "
+                       "left here, else a new local Ray)")
     _job_args(p)
     p.add_argument("--address", help="Ray address (ray://host:10001, or auto); default: RAY_ADDRESS, else a Ray "
                    "that `ray start` left on this machine, else a new local Ray")

@@ -222,7 +222,8 @@ class Job:
         return self.model.upsampler is not None
 
     def run(self, *, address: str | None = None, overwrite: bool = False):
-        """Render the manifest on Ray (local unless ``address``/``RAY_ADDRESS``); returns a ``RunSummary``."""
+        """Render the manifest on Ray (``address``/``RAY_ADDRESS``, a Ray that ``ray start`` left on this machine,
+        else a new local one); returns a ``RunSummary``."""
         from .pipeline import run_job
 
         return run_job(self, address=address, overwrite=overwrite)

@@ -83,11 +83,11 @@ def read_manifest_table(url: str, storage_options: dict | None = None) -> pa.Tab
     if missing:
         raise ManifestError(f"manifest {url!r}: missing required column(s) {missing}; columns: {table.column_names}")
     seen: set = set()
-    # a row without an id fails alone (validation names the field); it is no duplicate of another such row
+    # a row without an id (null or empty) fails alone (validation names the field); it is no duplicate of another
     ids = table.column("id").to_pylist()
-    dups = sorted({str(i) for i in ids if i is not None and (i in seen or seen.add(i))})
+    dups = sorted({str(i) for i in ids if i not in (None, "") and (i in seen or seen.add(i))})
     if dups:
-        shown = ", ".join(dups[:10]) + (f" (+{len(dups) - 10} more)" if len(dups) > 10 else "")
+        shown = ", ".join(repr(d) for d in dups[:10]) + (f" (+{len(dups) - 10} more)" if len(dups) > 10 else "")
         raise ManifestError(f"manifest {url!r}: duplicate id(s): {shown}")
     return table
 

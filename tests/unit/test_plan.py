@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +145,22 @@ def test_rows_without_an_id_fail_alone_not_as_duplicates(tmp_path):
     todo, done, _ = plan(job, Storage(job.output))
     assert [r["id"] for r in todo] == ["ok"]
     assert len(done) == 2 and all(r["error_stage"] == "validate" and "id" in r["error"] for r in done)
+
+
+def test_empty_ids_fail_alone_too_and_validate_names_a_missing_one(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ltx_batch.cli import main
+
+    pq.write_table(pa.table({"id": ["", "", None, "ok"], "prompt": ["a", "b", "c", "d"]}), tmp_path / "m.parquet")
+    job = load_job({"model": {"preset": "ltxv-debug", "device": "cpu"}, "input": str(tmp_path / "m.parquet"),
+                    "output": str(tmp_path / "out")})  # fmt: skip
+    todo, done, _ = plan(job, Storage(job.output))  # not "duplicate id(s): " for the whole manifest
+    assert [r["id"] for r in todo] == ["ok"] and sorted(str(r["id"]) for r in done) == ["", "", "None"]
+    assert main(["validate", "--input", str(tmp_path / "m.parquet"), str(Path(__file__).resolve().parents[2] / "jobs" / "demo.yaml")]) == 3
+    err = capsys.readouterr().err
+    assert "1 valid, 3 invalid" in err and "(no id): id:" in err and "'': id:" in err
 
 
 def test_failed_rows_are_reported_when_the_results_cannot_be_written(tmp_path, monkeypatch, caplog):
