@@ -15,6 +15,7 @@ Blobs keep bfloat16 intact (numpy has no bfloat16) and are a few MB per video; d
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -30,6 +31,10 @@ def blank(column: str) -> str | bytes:
 
 
 def _jsonable(value: Any) -> Any:
+    """Pass-through values JSON has no type for: arrays as lists, times as ISO 8601, bytes as base64 (decodable,
+    where ``str`` gives Python's ``b'...'``), the rest (decimals) as text."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
     if hasattr(value, "tolist"):
         return value.tolist()
     if hasattr(value, "isoformat"):

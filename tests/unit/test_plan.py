@@ -135,6 +135,9 @@ def test_pass_through_columns_keep_the_manifest_types(tmp_path):
     by_id = {r["id"]: r for r in got.to_pylist()}
     assert by_id["a"]["made"] == when and by_id["a"]["blob"] == b"\x00\xff"
     assert by_id["a"]["price"] == decimal.Decimal("1.25") and by_id["bad"]["blob"] == b"\x01"  # invalid rows too
+    # what the records (and so metadata/{id}.json) carry: JSON that decodes back to the values
+    extra = json.loads(todo[0]["row"])["extra"]
+    assert extra["blob"] == "AP8=" and extra["made"] == "2026-11-24T12:30:00" and extra["price"] == "1.25"
 
 
 def test_rows_without_an_id_fail_alone_not_as_duplicates(tmp_path):
