@@ -88,10 +88,10 @@ def plan(job: Job, storage: Storage, *, overwrite: bool = False):
     rows, done = [], []
     extras = PassThrough(table.select([n for n in table.column_names if n not in KNOWN_COLUMNS]))
     for i, raw in enumerate(raw_rows):
-        extra = {k: v for k, v in raw.items() if k not in KNOWN_COLUMNS}
         try:
             row = validate_row(raw, defaults=defaults, frame_rate=job.recipe.frame_rate, base_uri=base)
         except RowError as e:
+            extra = {k: v for k, v in raw.items() if k not in KNOWN_COLUMNS}  # a valid row's is in row.extra
             record = failed_record(raw.get("id"), "validate", str(e), extra)
             record[MANIFEST_ROW] = i  # never leaves the driver (see MANIFEST_ROW)
             done.append(record)
