@@ -1,11 +1,13 @@
 """ltx_batch: batch video rendering with the LTX-Video models on Ray.
 
-Public API: ``load_job`` (a job spec -> ``Job``), ``render_one`` (one row in-process), ``Renderer``.
+Public API: ``load_job`` (a job spec -> ``Job``), ``render_one`` (one row in-process), ``Renderer``, and
+``DeviceLost`` (what they raise when the GPU is lost to the process).
 """
 
 __version__ = "0.1.0"
 
 from .job import Job, load_job  # noqa: E402
+from .stages.errors import DeviceLost  # noqa: E402
 
 _RENDER = ("Renderer", "RenderResult", "render_one")
 
@@ -19,4 +21,4 @@ def __getattr__(name: str):
         return getattr(render, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["Job", "load_job", "Renderer", "RenderResult", "render_one", "__version__"]
+__all__ = ["DeviceLost", "Job", "load_job", "Renderer", "RenderResult", "render_one", "__version__"]

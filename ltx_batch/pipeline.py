@@ -32,7 +32,7 @@ from .io.results import MANIFEST_ROW, PassThrough, write_results
 from .io.rows import KNOWN_COLUMNS, RowError, id_label, validate_row
 from .io.storage import Storage
 from .job import Job
-from .pools import resources, uses_gpu
+from .pools import gpu_shares, resources, uses_gpu
 from .report import write_report
 from .stages.layout import actor_class, pool_layout, unused_pool_settings
 from .stages.records import failed_record, new_record
@@ -153,9 +153,12 @@ def build_dataset(job: Job, records: list[dict], attempts):
         auto = "" if job.pools.fusion.all_stages else ", on by default without GPUs"
         log.warning("%s not used: every stage runs in pools.base_sample's actors (pools.fusion.all_stages%s); set "
                     "pools.fusion.all_stages: false for one pool per stage", ", ".join(unused), auto)
+    shares, note = gpu_shares(job, [p.name for p in pools], cluster)
+    if note:
+        log.warning(note)
     ds = input_rows(records)
     for pool in pools:
-        res = resources(job, pool.name, cluster)
+        res = resources(job, pool.name, cluster, num_gpus=shares[pool.name])
         # two calls per actor where a stage's I/O can overlap its model work (Stage.overlap_io)
         calls = 2 if pool.concurrent_io else 1
         ds = ds.map_batches(

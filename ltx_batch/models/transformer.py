@@ -129,8 +129,10 @@ class LTXVideoTransformer(nn.Module):
         encoder_hidden_states: Tensor,
         timestep: Tensor,
         encoder_attention_mask: Tensor | None,
-        rope: tuple[Tensor, Tensor],
+        rope: tuple[Tensor, Tensor] | Tensor,
     ) -> Tensor:
+        """``rope``: the ``(cos, sin)`` tables of ``rope_tables``, or their ``rope_phasors`` (a sampler builds
+        those once for all its steps); batch 1 serves a batch whose rows share positions."""
         batch, seq = hidden_states.shape[:2]
         if timestep.shape not in ((batch,), (batch, 1), (batch, seq)):
             # Shapes only (no values are read): a wrong shape would otherwise fail deep inside a view.
@@ -149,7 +151,8 @@ class LTXVideoTransformer(nn.Module):
             # -10000 additive bias whenever a row keeps at least one token (exp underflows to 0 either way).
             mask = encoder_attention_mask.bool()[:, None, None, :]
 
-        phasors = rope_phasors(*rope)  # once per forward: every block rotates q and k with it
+        # built once per forward at most: every block rotates q and k with it
+        phasors = rope if isinstance(rope, Tensor) else rope_phasors(*rope)
         for block in self.transformer_blocks:
             x = block(x, context, temb, phasors, mask)
 

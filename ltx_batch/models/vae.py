@@ -37,6 +37,7 @@ from ltx_batch.models.vae_blocks import (
     UpBlock3d,
     decoder_plan,
     encoder_plan,
+    host_to_device,
     rms_norm_channels,
 )
 
@@ -190,21 +191,11 @@ def draw_normal(
     """Standard normal noise drawn as diffusers' ``randn_tensor``: on the generator's device, then moved;
     with a list of generators, row i comes from generator i."""
     if isinstance(generator, torch.Generator):
-        return _to_device(torch.randn(shape, generator=generator, device=generator.device, dtype=dtype), device)
+        return host_to_device(torch.randn(shape, generator=generator, device=generator.device, dtype=dtype), device)
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
     rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
-    return _to_device(torch.cat(rows), device)
-
-
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """CPU-drawn noise onto ``device``. A copy from pageable host memory to a GPU makes the host wait for all
-    queued GPU work first; the condition sampler draws noise every step (hard-condition renoising), so that
-    would stall the GPU once per step. From pinned memory the copy is queued behind the work instead."""
-    device = torch.device(device)
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+    return host_to_device(torch.cat(rows), device)
 
 
 def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor, generator: Generators) -> torch.Tensor:
@@ -221,11 +212,12 @@ def _blend_into(a: torch.Tensor, b: torch.Tensor, extent: int, dim: int) -> None
     extent = min(a.shape[dim], b.shape[dim], extent)
     if extent <= 0:
         return
-    w = torch.arange(extent, dtype=torch.float64) / extent  # diffusers' Python-float weights y / extent
+    # diffusers' Python-float weights y / extent, made on b's device (a host copy would wait for the GPU)
+    w = torch.arange(extent, dtype=torch.float64, device=b.device) / extent
     shape = [1] * b.ndim
     shape[dim] = extent
-    wb = w.to(b.device, b.dtype).view(shape)
-    wa = (1 - w).to(b.device, b.dtype).view(shape)
+    wb = w.to(b.dtype).view(shape)
+    wa = (1 - w).to(b.dtype).view(shape)
     head = b.narrow(dim, 0, extent)
     head.copy_(a.narrow(dim, a.shape[dim] - extent, extent) * wa + head * wb)
 

@@ -146,6 +146,17 @@ class CausalConv3d(nn.Module):
         return self.conv_padded(buf)
 
 
+def host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """CPU-drawn noise onto ``device``. A copy from pageable host memory to a GPU makes the host wait for all
+    queued GPU work first; the condition sampler draws noise every step (hard-condition renoising) and the
+    0.9.1 decoder at every injection point, so that would stall the GPU each time. From pinned memory the
+    copy is queued behind the work instead."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _spatial_noise(h: torch.Tensor, scale: torch.Tensor, generator: Generators | None) -> torch.Tensor:
     """Noise of shape (1 or B, C, 1, H, W) for one injection point, drawn like diffusers' decoder.
 
@@ -157,11 +168,11 @@ def _spatial_noise(h: torch.Tensor, scale: torch.Tensor, generator: Generators |
     b, _, _, hh, ww = h.shape
     if isinstance(generator, torch.Generator):
         noise = torch.randn((hh, ww), generator=generator, device=generator.device, dtype=h.dtype)[None]
-        return (noise.to(h.device) * scale)[None, :, None]  # (H, W) -> (1, C, 1, H, W)
+        return (host_to_device(noise, h.device) * scale)[None, :, None]  # (H, W) -> (1, C, 1, H, W)
     if len(generator) != b:
         raise ValueError(f"got {len(generator)} generators for a batch of {b}")
-    noise = torch.stack(
-        [torch.randn((hh, ww), generator=g, device=g.device, dtype=h.dtype).to(h.device) for g in generator]
+    noise = host_to_device(
+        torch.stack([torch.randn((hh, ww), generator=g, device=g.device, dtype=h.dtype) for g in generator]), h.device
     )
     return (noise[:, None] * scale[None])[:, :, None]  # (B, H, W) -> (B, C, 1, H, W)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models.rope import rope_tables
+from ..models.rope import rope_phasors, rope_tables
 from ..models.transformer import trim_encoder_padding
 from ..models.vae import draw_normal
 
@@ -70,10 +70,11 @@ def text_context(rows: list[PassRow], guided: bool, device: torch.device, dtype:
 
 def make_denoiser(transformer, embeds: torch.Tensor, mask: torch.Tensor | None, grid: torch.Tensor,
                   dtype: torch.dtype):  # fmt: skip
-    """The transformer bound to one batch's text and positions; RoPE tables are built here, once."""
-    rope = rope_tables(grid, transformer.config.inner_dim)
+    """The transformer bound to one batch's text and positions. Their RoPE phasors are built here, once for
+    every step (the tables they come from are let go: at 32k tokens each is twice the phasors' size)."""
+    phasors = rope_phasors(*rope_tables(grid, transformer.config.inner_dim))
 
     def denoise(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        return transformer(latents.to(dtype), embeds, timestep, mask, rope)
+        return transformer(latents.to(dtype), embeds, timestep, mask, phasors)
 
     return denoise

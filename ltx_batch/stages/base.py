@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ import torch
 
 from ..job import Job
 from . import models
-from .errors import StageSetupError
+from .errors import DeviceLost, StageSetupError
 from .records import add_snapshots, add_timing, alive, blank
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,35 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("model.device is cuda but no CUDA device is visible to this process")
     return torch.device(name)
+
+
+def device_lost(error: BaseException, device: torch.device) -> bool:
+    """Whether ``error`` left ``device`` unusable for this process. A CUDA error is either sticky (the context is
+    lost and every later call fails) or not (a bad launch configuration); a probe tells them apart. Out of
+    memory never is: the batch is retried row by row."""
+    if device.type != "cuda" or isinstance(error, (torch.OutOfMemoryError, DeviceLost)):
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch >= 2.8; older: a RuntimeError's text
+    if not (accelerator_error is not None and isinstance(error, accelerator_error)) and "CUDA error" not in str(error):
+        return False
+    return not _device_answers(device)
+
+
+def _device_answers(device: torch.device) -> bool:
+    try:
+        torch.ones(1, device=device).add_(1).cpu()
+        torch.cuda.synchronize(device)
+        return True
+    except Exception:  # noqa: BLE001 - any failure here means the context is gone
+        return False
+
+
+def free_device_memory(device: torch.device) -> None:
+    """Return a failed call's device memory: collect the reference cycles a traceback leaves (frames that
+    hold its tensors), then hand the allocator's cached blocks back."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _resolve(value):
@@ -153,10 +183,19 @@ class Stage:
         with self.compute:
             self._waited.seconds = getattr(self._waited, "seconds", 0.0) + time.perf_counter() - start
             admitted = self._admit(records)
+            lost = False
             try:
                 yield admitted
+            except Exception as e:
+                if device_lost(e, self.device):
+                    # the try stays counted: the actor exits on this (StageActor) and a row that takes the device
+                    # down each time fails after MAX_ATTEMPTS, as one that crashes its process does
+                    lost = True
+                    raise DeviceLost(f"stage {self.name}: {type(e).__name__}: {e}") from e
+                raise
             finally:
-                self._finish(admitted)
+                if not lost:
+                    self._finish(admitted)
 
     def ensure_setup(self) -> None:
         if self._ready:
@@ -190,7 +229,7 @@ class Stage:
             if n > MAX_ATTEMPTS:
                 record["error_stage"] = self.name
                 record["error"] = (f"gave up after {MAX_ATTEMPTS} attempts: the row's worker died each time "
-                                   "(out of memory or a crash in native code)")  # fmt: skip
+                                   "(out of memory, a crash in native code or a lost GPU)")  # fmt: skip
             else:
                 admitted.append(record)
         return admitted
@@ -213,6 +252,7 @@ class Stage:
     def _run_group(self, group: list[dict[str, Any]]) -> None:
         start = time.perf_counter()
         self._waited.seconds = 0.0
+        batch_error = ""
         try:
             if self.overlap_io:  # the stage takes model_work itself, around its model part only
                 self.process(group)
@@ -221,16 +261,23 @@ class Stage:
                     group = admitted  # rows over the attempt limit left, failed
                     if group:
                         self.process(group)
+        except DeviceLost:
+            raise
         except Exception as e:  # noqa: BLE001 - isolation is the point: the error is recorded per row
+            if device_lost(e, self.device):
+                raise DeviceLost(f"stage {self.name}: {type(e).__name__}: {e}") from e
             if len(group) == 1:
                 self._fail(group[0], e)
             else:
-                log.warning("%s: batch of %d failed (%s); retrying rows one at a time", self.name, len(group), e)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                for record in group:
-                    self._run_group([record])
-                return
+                batch_error = str(e)
+        if batch_error:
+            # Retried out here: inside the handler the traceback keeps every frame of the failed call alive (the
+            # batch's latents and activations), so after an out-of-memory each retry would start without them.
+            log.warning("%s: batch of %d failed (%s); retrying rows one at a time", self.name, len(group), batch_error)
+            free_device_memory(self.device)
+            for record in group:
+                self._run_group([record])
+            return
         # time working, not time waiting for another call to let go of the model
         elapsed = (time.perf_counter() - start - self._waited.seconds) / max(1, len(group))
         for record in group:

@@ -9,10 +9,15 @@ the actor. ``tests/unit/test_layout.py`` checks the names and ``OVERLAP_IO`` aga
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..job import STAGES, Job, PoolSpec
+from .errors import DeviceLost
+
+log = logging.getLogger(__name__)
 
 # stage name -> "module:Class" (each class's ``name`` is its key)
 STAGE_CLASSES = {
@@ -105,7 +110,17 @@ class StageActor:
         self.stage = build_stage_class(self.layout)(job, attempts, eager=eager)
 
     def __call__(self, batch):
-        return self.stage(batch)
+        try:
+            return self.stage(batch)
+        except DeviceLost as e:
+            # Raised, it would fail the whole dataset; this process's GPU context is gone, so the actor dies
+            # instead: Ray Data starts a fresh actor and retries the task, and AttemptCounter fails a row that
+            # takes the device down MAX_ATTEMPTS times.
+            log.error("%s: the GPU is unusable in this process, exiting so Ray replaces the actor: %s",
+                      type(self).__name__, e)  # fmt: skip
+            for handler in logging.getLogger().handlers:  # os._exit skips the interpreter's flushing
+                handler.flush()
+            os._exit(75)
 
 
 def actor_class(pool: Pool) -> type[StageActor]:

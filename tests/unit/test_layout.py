@@ -27,7 +27,7 @@ from ltx_batch.stages.layout import (
     stage_class,
     unused_pool_settings,
 )
-from ltx_batch.pools import resources, uses_gpu
+from ltx_batch.pools import gpu_shares, resources, uses_gpu
 from ltx_batch.stages.fused import cgroup_cpu_limit, usable_cores, whole_pipeline_threads
 from ltx_batch.stages.records import alive
 
@@ -69,6 +69,41 @@ def test_a_job_asking_for_gpus_keeps_the_gpu_layout_before_any_gpu_is_up():
     # device cuda on a cluster whose GPU nodes are not up yet: the default shares are requested
     assert resources(load_job({"model": {**DEBUG, "device": "cuda"}}), "decode", none).num_gpus == 0.5
     assert resources(auto, "decode", none).num_gpus == 0.0
+
+
+def _shares(job, gpus):
+    return gpu_shares(job, [p.name for p in pool_layout(job, gpu=True)], {"CPU": 16.0, "GPU": float(gpus)})
+
+
+def test_default_gpu_shares_shrink_to_fit_a_cluster_too_small_for_them():
+    # 0.25 + 1 + 0.5 GPUs: on one GPU the sampler's actor could never be placed beside the other two (Ray Data
+    # waited for ever); scaled, one actor of each pool fits on each GPU
+    single = load_job({"model": {**DEBUG, "device": "cuda"}})
+    shares, note = _shares(single, 1)
+    assert sum(shares.values()) <= 1 and shares["base_sample"] == 0.5714 and "do not fit" in note
+    assert shares["text_encode"] < shares["decode"] < shares["base_sample"]
+    assert resources(single, "base_sample", {"GPU": 1.0}, num_gpus=shares["base_sample"]).max_actors == 1
+    assert _shares(single, 2) == ({"text_encode": 0.25, "base_sample": 1.0, "decode": 0.5}, "")
+    multi = load_job({"model": {**MULTISCALE, "device": "cuda"}})  # 3 GPUs' worth, two of them whole
+    assert _shares(multi, 3)[1] == "" and "fusion.base_refine" in _shares(multi, 2)[1]
+    assert sum(_shares(multi, 2)[0].values()) <= 1
+    fused = load_job({"model": {**MULTISCALE, "device": "cuda"}, "pools": {"fusion": {"base_refine": True}}})
+    assert _shares(fused, 2)[1] == ""  # text 0.25 + (base, upsample, refine) 1 + decode 0.5
+
+
+def test_gpu_shares_a_job_set_are_kept_and_a_misfit_is_named():
+    tight = load_job({"model": DEBUG, "pools": {"base_sample": {"num_gpus": 1}}})
+    shares, note = _shares(tight, 1)
+    assert shares == {"text_encode": 0.25, "base_sample": 1.0, "decode": 0.5} and "wait until GPUs join" in note
+    shipped = load_job({"model": DEBUG, "pools": {"text_encode": {"num_gpus": 0.1}, "base_sample": {"num_gpus": 0.6},
+                                                  "decode": {"num_gpus": 0.3}}})  # fmt: skip
+    assert _shares(shipped, 1) == ({"text_encode": 0.1, "base_sample": 0.6, "decode": 0.3}, "")
+    two_each = load_job({"model": DEBUG, "pools": {"base_sample": {"num_gpus": 2}}})
+    assert _shares(two_each, 2)[1] and not _shares(two_each, 3)[1]  # 2 whole GPUs, then 0.75 beside
+    # no GPU up yet (an autoscaling cluster): nothing to fit against; the defaults are requested as they are
+    cuda = load_job({"model": {**DEBUG, "device": "cuda"}})
+    assert gpu_shares(cuda, ["text_encode", "base_sample", "decode"], {"CPU": 8.0})[0]["base_sample"] == 1.0
+    assert gpu_shares(load_job({"model": DEBUG}), ["base_sample"], {"CPU": 8.0}) == ({"base_sample": 0.0}, "")
 
 
 def test_settings_the_one_pool_layout_ignores_are_named():

@@ -256,3 +256,21 @@ def test_render_many_frees_the_text_encoder_after_the_last_row_only(tmp_path):
     results = list(renderer.render_many({"id": f"r{i}", "prompt": f"prompt {i}", "seed": i} for i in range(3)))
     assert all(r.ok for r in results)
     assert len(loads) == 1 and renderer.stages[0].encoder is None  # loaded once, freed at the end
+
+
+def test_rows_sharing_positions_share_one_rope_table(tmp_path, monkeypatch):
+    # a guided batch of two rows used to carry four copies of the same RoPE tables (rows x CFG halves)
+    from ltx_batch.sampling import condition_pass
+
+    grids = []
+
+    def spy(transformer, embeds, mask, grid, dtype):
+        grids.append((embeds.shape[0], grid.shape[0]))
+        return make_denoiser(transformer, embeds, mask, grid, dtype)
+
+    make_denoiser = condition_pass.make_denoiser
+    monkeypatch.setattr(condition_pass, "make_denoiser", spy)
+    job = _job(tmp_path / "out", batch=2, guidance_scale=3.0)
+    rows = [{"id": "a", "prompt": "a red cat", "seed": 1}, {"id": "b", "prompt": "a blue dog on a beach", "seed": 2}]
+    records = _run(job, _records(job, rows))
+    assert all(alive(r) for r in records) and grids == [(4, 1)]
