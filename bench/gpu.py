@@ -196,13 +196,14 @@ def bench_vae(args, device, dtype, rows):
         rows.append(("VAE decode peak GiB above the weights", [peaks["ours_mem"]], [peaks["ref_mem"]], None))
         # cuDNN's autotuner (off by default) against its heuristics, for both sides: the decoder's Conv3d shapes
         # repeat within a job, so a tuned algorithm would pay its search back; this row says whether it does
+        autotune = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = True
         try:
             with torch.inference_mode():
                 t_ours = timed(lambda: ours.decode(z, temb), device, args.repeats, warmup=2)
                 t_ref = timed(lambda: ref.decode(z, temb).sample, device, args.repeats, warmup=2)
         finally:
-            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.benchmark = autotune
         rows.append(("VAE decode, cudnn.benchmark on", t_ours, t_ref, None))
         rows.append(("VAE decode: ours autotuned vs ours default (ratio: gain)", t_ours, peaks["ours"], None))
 

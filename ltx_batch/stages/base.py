@@ -57,12 +57,12 @@ def resolve_device(name: str) -> torch.device:
 
 def device_lost(error: BaseException, device: torch.device) -> bool:
     """Whether ``error`` left ``device`` unusable for this process. A CUDA error is either sticky (the context is
-    lost and every later call fails) or not (a bad launch configuration); a probe tells them apart. Out of
-    memory never is: the batch is retried row by row."""
+    lost and every later call fails) or not (a bad launch configuration); it surfaces under many names (torch's
+    AcceleratorError, Triton's and cuDNN's own RuntimeErrors), so any error on a CUDA device is followed by a
+    probe, which tells them apart. Out of memory never is: the batch is retried row by row."""
     if device.type != "cuda" or isinstance(error, (torch.OutOfMemoryError, DeviceLost)):
         return False
-    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch >= 2.8; older: a RuntimeError's text
-    if not (accelerator_error is not None and isinstance(error, accelerator_error)) and "CUDA error" not in str(error):
+    if "out of memory" in str(error):  # cudaMalloc outside the caching allocator (a workspace, a cuFFT plan)
         return False
     return not _device_answers(device)
 
@@ -72,16 +72,27 @@ def _device_answers(device: torch.device) -> bool:
         torch.ones(1, device=device).add_(1).cpu()
         torch.cuda.synchronize(device)
         return True
-    except Exception:  # noqa: BLE001 - any failure here means the context is gone
+    except torch.OutOfMemoryError:  # full (the failed call's tensors are still held), not lost
+        return True
+    except Exception:  # noqa: BLE001 - any other failure here means the context is gone
         return False
 
 
 def free_device_memory(device: torch.device) -> None:
     """Return a failed call's device memory: collect the reference cycles a traceback leaves (frames that
-    hold its tensors), then hand the allocator's cached blocks back."""
+    hold its tensors), then hand the allocator's cached blocks back. Raises DeviceLost where the device
+    cannot even do that."""
     gc.collect()
     if device.type == "cuda":
-        torch.cuda.empty_cache()
+        try:
+            torch.cuda.empty_cache()
+        except Exception as e:  # noqa: BLE001 - freeing cached blocks fails only on a lost context
+            raise DeviceLost(f"emptying the CUDA cache: {type(e).__name__}: {e}") from e
+
+
+class _AfterDeath(Exception):
+    """Raised by ``model_work`` for a group holding a row whose worker died in here before: its rows are then
+    retried one at a time, so the row that takes the worker down fails alone, not the rows batched with it."""
 
 
 def _resolve(value):
@@ -182,7 +193,10 @@ class Stage:
         start = time.perf_counter()
         with self.compute:
             self._waited.seconds = getattr(self._waited, "seconds", 0.0) + time.perf_counter() - start
-            admitted = self._admit(records)
+            admitted, after_death = self._admit(records)
+            if after_death and len(admitted) > 1:
+                self._finish(admitted)
+                raise _AfterDeath(f"a row of this batch of {len(admitted)} was in it when its worker died")
             lost = False
             try:
                 yield admitted
@@ -216,12 +230,14 @@ class Stage:
                 raise StageSetupError(f"stage {self.name} cannot start: {type(e).__name__}: {e}") from e
             self._ready = True
 
-    def _admit(self, live: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Count this try of each row; a row that already took its actor down too often fails here."""
+    def _admit(self, live: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+        """Count this try of each row; a row that already took its actor down too often fails here. Returns the
+        rows admitted, and whether one of them was in here before when its worker died."""
         if self.attempts is None or not live:
-            return live
+            return live, False
         counts = _resolve(self.attempts.begin.remote(self.name, [r["id"] for r in live]))
         admitted = []
+        after_death = any(1 < counts[r["id"]] <= MAX_ATTEMPTS for r in live)
         for record in live:
             n = counts[record["id"]]
             # the try refused here is no attempt: a row given up on after 3 reports 3
@@ -232,7 +248,7 @@ class Stage:
                                    "(out of memory, a crash in native code or a lost GPU)")  # fmt: skip
             else:
                 admitted.append(record)
-        return admitted
+        return admitted, after_death
 
     def _finish(self, records: list[dict[str, Any]]) -> None:
         if self.attempts is not None and records:
@@ -264,7 +280,7 @@ class Stage:
         except DeviceLost:
             raise
         except Exception as e:  # noqa: BLE001 - isolation is the point: the error is recorded per row
-            if device_lost(e, self.device):
+            if not isinstance(e, _AfterDeath) and device_lost(e, self.device):
                 raise DeviceLost(f"stage {self.name}: {type(e).__name__}: {e}") from e
             if len(group) == 1:
                 self._fail(group[0], e)
@@ -276,7 +292,8 @@ class Stage:
             log.warning("%s: batch of %d failed (%s); retrying rows one at a time", self.name, len(group), batch_error)
             free_device_memory(self.device)
             for record in group:
-                self._run_group([record])
+                if alive(record):  # not one failed meanwhile (over the attempt limit)
+                    self._run_group([record])
             return
         # time working, not time waiting for another call to let go of the model
         elapsed = (time.perf_counter() - start - self._waited.seconds) / max(1, len(group))

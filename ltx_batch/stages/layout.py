@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -117,9 +118,11 @@ class StageActor:
             # instead: Ray Data starts a fresh actor and retries the task, and AttemptCounter fails a row that
             # takes the device down MAX_ATTEMPTS times.
             log.error("%s: the GPU is unusable in this process, exiting so Ray replaces the actor: %s",
-                      type(self).__name__, e)  # fmt: skip
+                      type(self).__name__, e, exc_info=True)  # fmt: skip
             for handler in logging.getLogger().handlers:  # os._exit skips the interpreter's flushing
                 handler.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
             os._exit(75)
 
 

@@ -86,7 +86,15 @@ def test_default_gpu_shares_shrink_to_fit_a_cluster_too_small_for_them():
     assert _shares(single, 2) == ({"text_encode": 0.25, "base_sample": 1.0, "decode": 0.5}, "")
     multi = load_job({"model": {**MULTISCALE, "device": "cuda"}})  # 3 GPUs' worth, two of them whole
     assert _shares(multi, 3)[1] == "" and "fusion.base_refine" in _shares(multi, 2)[1]
-    assert sum(_shares(multi, 2)[0].values()) <= 1
+    assert sum(_shares(multi, 1)[0].values()) <= 1
+    # scaled no further than needed: on 2 GPUs the two transformers' actors can never share one
+    on_two = _shares(multi, 2)[0]
+    assert on_two["base_sample"] == on_two["refine"] > 0.5 and sum(on_two.values()) <= 2
+    # a pool that starts two actors needs room for both
+    two = load_job({"model": {**DEBUG, "device": "cuda"}, "pools": {"base_sample": {"concurrency": [2, 4]}}})
+    shares, note = _shares(two, 2)
+    assert "base_sample 1 x2" in note and 2 * shares["base_sample"] + shares["text_encode"] + shares["decode"] <= 2
+    assert _shares(two, 3)[1] == ""
     fused = load_job({"model": {**MULTISCALE, "device": "cuda"}, "pools": {"fusion": {"base_refine": True}}})
     assert _shares(fused, 2)[1] == ""  # text 0.25 + (base, upsample, refine) 1 + decode 0.5
 

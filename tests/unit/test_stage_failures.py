@@ -22,16 +22,18 @@ CUDA = torch.device("cuda")  # only named: nothing here runs on it
 
 
 class BatchStage(Stage):
-    """Rows processed in one group; a group of several fails after allocating, as an out-of-memory does."""
+    """Rows processed in one group; a group of several fails after allocating, as an out-of-memory does (or
+    every group holding the ``poison`` row fails with ``error``; or none fails: ``ok_in_batches``)."""
 
     name = "base_sample"
     outputs = ("latents",)
 
-    def __init__(self, *args, device=torch.device("cpu"), error=None, **kwargs):
+    def __init__(self, *args, device=torch.device("cpu"), error=None, ok_in_batches=False, poison="", **kwargs):
         super().__init__(*args, **kwargs)
-        self._device, self.error = device, error
+        self._device, self.error, self.ok_in_batches, self.poison = device, error, ok_in_batches, poison
         self.batch_tensors: list[weakref.ref] = []
         self.alive_at_retry: list[int] = []
+        self.group_sizes: list[int] = []
 
     @property
     def device(self):
@@ -41,7 +43,14 @@ class BatchStage(Stage):
         return [records]
 
     def process(self, records):
+        self.group_sizes.append(len(records))
         activations = torch.ones(1024, 1024)  # held by this frame, and so by the traceback of what it raises
+        if self.poison and any(r["id"] == self.poison for r in records):
+            raise self.error
+        if self.ok_in_batches or self.poison:
+            for record in records:
+                record["latents"] = b"ok"
+            return
         if len(records) > 1:
             self.batch_tensors.append(weakref.ref(activations))
             raise self.error or torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -64,16 +73,51 @@ def test_a_failed_batch_is_freed_before_its_rows_are_retried_alone():
     assert len(stage.batch_tensors) == 1 and stage.alive_at_retry == [0, 0]
 
 
-def test_only_a_cuda_error_that_the_device_does_not_survive_is_a_lost_device(monkeypatch):
+def test_only_an_error_the_device_does_not_survive_is_a_lost_device(monkeypatch):
     illegal = torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
-    monkeypatch.setattr(base, "_device_answers", lambda device: False)
-    assert device_lost(illegal, CUDA)
-    assert device_lost(RuntimeError("CUDA error: device-side assert triggered"), CUDA)  # torch before 2.8
+    triton = RuntimeError("Triton Error [CUDA]: an illegal memory access was encountered")  # compiled blocks
+    cudnn = RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")  # the VAE's Conv3d
+    monkeypatch.setattr(base, "_device_answers", lambda device: False)  # the probe after the error fails
+    assert all(device_lost(e, CUDA) for e in (illegal, triton, cudnn))
     assert not device_lost(torch.OutOfMemoryError("CUDA out of memory"), CUDA)
-    assert not device_lost(ValueError("conditions[0].uri: cannot read"), CUDA)
+    assert not device_lost(torch.AcceleratorError("CUDA error: out of memory"), CUDA)  # a cudaMalloc of a workspace
     assert not device_lost(illegal, torch.device("cpu"))
     monkeypatch.setattr(base, "_device_answers", lambda device: True)  # not sticky: the row fails, the actor goes on
-    assert not device_lost(illegal, CUDA)
+    assert not any(device_lost(e, CUDA) for e in (illegal, triton, cudnn, ValueError("conditions[0].uri")))
+
+
+def test_a_device_too_full_to_answer_the_probe_is_not_lost(monkeypatch):
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+
+    monkeypatch.setattr(torch, "ones", full)
+    assert base._device_answers(CUDA)
+
+
+def test_a_device_that_cannot_even_empty_its_cache_is_lost(monkeypatch):
+    monkeypatch.setattr(base, "_device_answers", lambda device: True)  # the batch's error alone looked harmless
+
+    def broken():
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", broken)
+    stage = BatchStage(JOB, device=CUDA, error=RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"))
+    with pytest.raises(DeviceLost, match="emptying the CUDA cache"):
+        stage(_records("a", "b"))
+    assert stage.alive_at_retry == []
+
+
+def test_rows_batched_with_one_whose_worker_died_are_retried_alone():
+    # a row was in this stage when its actor died: it runs alone next, so it cannot take the others down again
+    counter = InProcessCounter()
+    counter.counts[("base_sample", "b")] = 1
+    stage = BatchStage(JOB, counter, ok_in_batches=True)
+    out = stage(_records("a", "b", "c"))
+    assert stage.group_sizes == [1, 1, 1] and [r["error"] for r in out] == ["", "", ""]
+    assert [r["attempts"] for r in out] == [1, 2, 1] and set(counter.counts.values()) == {0, 1}
+    fresh = BatchStage(JOB, InProcessCounter(), ok_in_batches=True)
+    fresh(_records("a", "b", "c"))
+    assert fresh.group_sizes == [3]
 
 
 def test_a_lost_device_keeps_the_rows_try_counted_and_raises(monkeypatch):
@@ -87,15 +131,17 @@ def test_a_lost_device_keeps_the_rows_try_counted_and_raises(monkeypatch):
     assert stage.alive_at_retry == [] and stage.attempts.counts == {("base_sample", "a"): 1, ("base_sample", "b"): 1}
 
 
-def test_a_row_that_keeps_losing_the_device_fails_after_the_attempt_limit(monkeypatch):
+def test_a_row_that_keeps_losing_the_device_fails_alone_after_the_attempt_limit(monkeypatch):
     monkeypatch.setattr(base, "_device_answers", lambda device: False)
     error = torch.AcceleratorError("CUDA error: device-side assert triggered")
     counter = InProcessCounter()
     for _ in range(MAX_ATTEMPTS):  # each actor that takes the row dies on it; Ray retries it on a fresh one
         with pytest.raises(DeviceLost):
-            BatchStage(JOB, counter, device=CUDA, error=error)(_records("a", "b"))
-    out = BatchStage(JOB, counter, device=CUDA, error=error)(_records("a", "b"))
-    assert all("gave up after 3 attempts" in r["error"] and "lost GPU" in r["error"] for r in out)
+            BatchStage(JOB, counter, device=CUDA, error=error, poison="a")(_records("a", "b"))
+    last = BatchStage(JOB, counter, device=CUDA, error=error, poison="a")
+    a, b = last(_records("a", "b"))
+    assert "gave up after 3 attempts" in a["error"] and "lost GPU" in a["error"]
+    assert b["error"] == "" and b["latents"] == b"ok" and last.group_sizes == [1]  # b, alone: a never ran again
 
 
 def test_the_ray_actor_exits_when_its_device_is_lost(monkeypatch):
