@@ -145,3 +145,36 @@ def test_compiled_blocks_match_eager_without_recompiling():
     finally:
         torch._dynamo.config.error_on_recompile = False
         torch._dynamo.reset()
+
+
+LOST_PROBE = """
+import sys, torch
+from ltx_batch.stages.base import device_lost
+cuda = torch.device("cuda")
+try:
+    torch.empty(1 << 50, dtype=torch.uint8, device=cuda)  # 1 PiB: out of memory, which the device survives
+except Exception as e:
+    print("oom", device_lost(e, cuda))
+print("value", device_lost(ValueError("conditions[0].uri: cannot read"), cuda))
+x = torch.zeros(4, device=cuda)
+try:
+    x[torch.tensor([10], device=cuda)] += 1  # out-of-bounds index: a device-side assert, sticky
+    torch.cuda.synchronize()
+except Exception as e:
+    print("assert", device_lost(e, cuda), type(e).__name__)
+"""
+
+
+@cuda_only
+def test_a_device_side_assert_is_a_lost_device_and_out_of_memory_is_not():
+    # in a process of its own: the assert leaves that process's CUDA context unusable
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", LOST_PROBE], capture_output=True, text=True, env=env, timeout=300)
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.split(" ", 1)[0] in
+                 ("oom", "value", "assert"))  # fmt: skip
+    assert lines.get("oom") == "False" and lines.get("value") == "False", done.stdout + done.stderr
+    assert lines.get("assert", "").startswith("True"), done.stdout + done.stderr
