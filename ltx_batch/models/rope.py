@@ -16,9 +16,10 @@ Contract:
   across a batch whose rows have the same coordinates (CFG pairs, same-size videos): ``apply_rope`` broadcasts.
 - ``apply_rope(x, cos, sin)`` rotates interleaved channel pairs ``(x[2i], x[2i+1])`` in float32 and casts back.
   The transformer uses the same rotation as one complex multiply: ``rope_phasors(cos, sin)`` once per sampling
-  pass (the sampler passes them in; given tables, the forward builds them), then ``rotate(x, phasors)`` per q/k (one pass instead of five; same values to float32 rounding). Under
-  ``torch.compile`` ``rotate`` spells the multiply out in real arithmetic (inductor generates no code for complex
-  operators), reading the same phasors.
+  pass (the sampler passes them in; given tables, the forward builds them), then ``rotate(x, phasors)`` per
+  q/k (one pass instead of five; same values to float32 rounding). Under ``torch.compile`` ``rotate`` spells
+  the multiply out in real arithmetic (inductor generates no code for complex operators), reading the same
+  phasors.
 
 Numerics follow diffusers 0.42 (``LTXVideoRotaryPosEmbed``, ``apply_rotary_emb``) operation by operation, so the
 tables agree bit for bit on the same device.
