@@ -277,11 +277,9 @@ class Stage:
                     group = admitted  # rows over the attempt limit left, failed
                     if group:
                         self.process(group)
-        except DeviceLost:
+        except DeviceLost:  # model_work probed the device after the error: this process cannot go on
             raise
         except Exception as e:  # noqa: BLE001 - isolation is the point: the error is recorded per row
-            if not isinstance(e, _AfterDeath) and device_lost(e, self.device):
-                raise DeviceLost(f"stage {self.name}: {type(e).__name__}: {e}") from e
             if len(group) == 1:
                 self._fail(group[0], e)
             else:
